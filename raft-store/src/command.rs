@@ -1,0 +1,257 @@
+//! The commands the replicated state machine applies, and their results.
+//!
+//! These are the data (`D`) and response (`R`) types of Floe's Raft log. Their semantics live in
+//! [`crate::logic`], as pure code over a [`crate::logic::Tables`] abstraction.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::NodeId;
+
+/// An actor's address: its type name and its key.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ActorId {
+    /// The stable type name of the actor (for example `"bank.Account"`).
+    pub kind: String,
+    /// The key of this instance within its type.
+    pub key: String,
+}
+
+impl ActorId {
+    /// The actor `key` of type `kind`.
+    pub fn new(kind: impl Into<String>, key: impl Into<String>) -> Self {
+        Self {
+            kind: kind.into(),
+            key: key.into(),
+        }
+    }
+}
+
+impl fmt::Display for ActorId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.kind, self.key)
+    }
+}
+
+/// Identifies one client call across retries: the client's id and its sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RequestId {
+    /// A client id, unique per client instance.
+    pub client: u64,
+    /// Sequence number of the call within that client.
+    pub seq: u64,
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.client, self.seq)
+    }
+}
+
+/// A fenced ownership record: the actor is activated on `node` (in its `incarnation`) under
+/// `epoch`. Epochs of one actor only grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    /// The owning node.
+    pub node: NodeId,
+    /// The owner's incarnation when it was placed; a restart invalidates the placement.
+    pub incarnation: u64,
+    /// The activation epoch every state write must carry.
+    pub epoch: u64,
+}
+
+/// What the directory knows about a node that registered with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// The node's id.
+    pub node: NodeId,
+    /// Incremented by the node on every restart.
+    pub incarnation: u64,
+    /// False once the node was declared down in this incarnation.
+    pub alive: bool,
+    /// The node's QUIC address.
+    pub addr: String,
+    /// Actor types this node can host (placement candidates).
+    pub actor_types: Vec<String>,
+}
+
+/// The durable state of one actor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActorState {
+    /// Incremented by every committed write; 0 means never written.
+    pub version: u64,
+    /// The actor's serialized state.
+    pub state: Vec<u8>,
+}
+
+/// A command of the replicated state machine. Its result is a [`CommandResult`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// A node (re)joins with an incarnation; placements made under older incarnations die.
+    RegisterNode {
+        /// The node.
+        node: NodeId,
+        /// Its incarnation, greater than any it registered before.
+        incarnation: u64,
+        /// Its QUIC address.
+        addr: String,
+        /// Actor types it hosts.
+        actor_types: Vec<String>,
+    },
+    /// The leader's failure detector declares `node` in `incarnation` down.
+    NodeDown {
+        /// The node.
+        node: NodeId,
+        /// The incarnation that was observed to fail.
+        incarnation: u64,
+    },
+    /// Place `actor`, preferably on `preferred`; the current live owner wins if there is one.
+    Activate {
+        /// The actor to place.
+        actor: ActorId,
+        /// The node that should own it if it has no live owner.
+        preferred: NodeId,
+    },
+    /// Write an actor's new state under its activation epoch.
+    Commit {
+        /// The actor.
+        actor: ActorId,
+        /// The epoch the writer was activated under.
+        epoch: u64,
+        /// The full new state.
+        state: Vec<u8>,
+        /// The client call this write answers, for exactly-once retries.
+        request: Option<RequestId>,
+        /// The reply to remember for `request`, returned to a retry.
+        reply: Vec<u8>,
+    },
+    /// Give up ownership of an actor (its record, and its epoch, stay).
+    Release {
+        /// The actor.
+        actor: ActorId,
+        /// The epoch of the activation being released.
+        epoch: u64,
+    },
+    /// Several commands in one log entry (group commit); one result per command.
+    Batch(Vec<Command>),
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::RegisterNode {
+                node, incarnation, ..
+            } => write!(f, "RegisterNode({node}, inc {incarnation})"),
+            Command::NodeDown { node, incarnation } => {
+                write!(f, "NodeDown({node}, inc {incarnation})")
+            }
+            Command::Activate { actor, preferred } => write!(f, "Activate({actor} -> {preferred})"),
+            Command::Commit {
+                actor,
+                epoch,
+                request,
+                state,
+                ..
+            } => {
+                write!(f, "Commit({actor}, epoch {epoch}, {} bytes", state.len())?;
+                if let Some(r) = request {
+                    write!(f, ", req {r}")?;
+                }
+                f.write_str(")")
+            }
+            Command::Release { actor, epoch } => write!(f, "Release({actor}, epoch {epoch})"),
+            Command::Batch(cmds) => write!(f, "Batch({} commands)", cmds.len()),
+        }
+    }
+}
+
+/// Result of [`Command::RegisterNode`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RegisterResult {
+    /// The node is registered and alive in this incarnation.
+    Registered,
+    /// A newer incarnation (or this one, already declared down) is known: restart with a higher one.
+    StaleIncarnation {
+        /// The incarnation the directory knows.
+        current: u64,
+    },
+}
+
+/// Result of [`Command::NodeDown`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeDownResult {
+    /// The node's incarnation is now down; its placements are invalid.
+    MarkedDown,
+    /// Nothing changed: unknown node, already down, or another incarnation.
+    Ignored,
+}
+
+/// Result of [`Command::Activate`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ActivateResult {
+    /// The actor's owner. `fresh` is true if this command created the placement.
+    Placed {
+        /// The owner and epoch.
+        placement: Placement,
+        /// Whether this command made the placement (with a new epoch).
+        fresh: bool,
+    },
+    /// The preferred node is not registered or not alive: choose another node.
+    NodeUnavailable {
+        /// The node that cannot take the actor.
+        node: NodeId,
+    },
+}
+
+/// Result of [`Command::Commit`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommitResult {
+    /// The state was written; the actor is now at `version`.
+    Committed {
+        /// The new version.
+        version: u64,
+    },
+    /// This request id was already applied: here is its original outcome. Nothing was written.
+    Duplicate {
+        /// The version the original write produced.
+        version: u64,
+        /// The reply recorded with the original write.
+        reply: Vec<u8>,
+    },
+    /// The writer's epoch is not current (or its node is down): the writer must deactivate.
+    StaleEpoch {
+        /// The current valid owner, if any, to re-route to.
+        current: Option<Placement>,
+    },
+}
+
+/// Result of [`Command::Release`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReleaseResult {
+    /// The actor has no owner now.
+    Released,
+    /// The epoch was not current; nothing changed.
+    StaleEpoch,
+}
+
+/// The result of applying one log entry (or one command of a batch).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandResult {
+    /// A blank or membership entry: nothing to report.
+    Empty,
+    /// See [`RegisterResult`].
+    Register(RegisterResult),
+    /// See [`NodeDownResult`].
+    NodeDown(NodeDownResult),
+    /// See [`ActivateResult`].
+    Activate(ActivateResult),
+    /// See [`CommitResult`].
+    Commit(CommitResult),
+    /// See [`ReleaseResult`].
+    Release(ReleaseResult),
+    /// One result per command of a [`Command::Batch`], in order.
+    Batch(Vec<CommandResult>),
+    /// The command is malformed (for example a nested batch) and was not applied.
+    Invalid(String),
+}

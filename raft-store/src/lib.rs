@@ -1,0 +1,111 @@
+//! Floe's replicated state: the openraft type configuration, the sled-backed Raft log, and the
+//! state machine that holds membership, the placement directory and actor state.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use raft_store::{open, StoreConfig};
+//! let (log_store, state_machine) = open("/var/lib/floe/raft", &StoreConfig::default())?;
+//! let view = state_machine.view();
+//! // hand log_store and state_machine to openraft::Raft::new(...), read through `view`.
+//! # Ok(()) }
+//! ```
+//!
+//! # Durability
+//! `save_vote` returns and appends report completion only after the data is flushed to the
+//! configured [`Durability`]. The state machine applies each batch of entries atomically with its
+//! applied log id; it is flushed together with the log and on every snapshot.
+
+pub mod codec;
+pub mod command;
+mod error;
+mod log_store;
+pub mod logic;
+mod snapshot;
+mod state_machine;
+pub mod types;
+
+use std::fs::File;
+use std::path::Path;
+
+pub use command::*;
+pub use error::{OpenError, StoreError};
+pub use log_store::{Durability, LogReader, LogStore};
+pub use state_machine::{SnapshotBuilder, StateMachine, StateView};
+
+/// Settings of the store.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// What a reported-durable write has survived.
+    pub durability: Durability,
+    /// Request outcomes remembered per actor for exactly-once retries.
+    pub request_history: usize,
+    /// sled's page cache size in bytes.
+    pub cache_bytes: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Fsync,
+            request_history: logic::DEFAULT_REQUEST_HISTORY,
+            cache_bytes: 256 << 20,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// Check the settings; the error says which one is wrong.
+    pub fn validate(&self) -> Result<(), OpenError> {
+        if self.request_history == 0 {
+            return Err(OpenError::Config(
+                "request_history must be at least 1".into(),
+            ));
+        }
+        if self.cache_bytes < 1 << 20 {
+            return Err(OpenError::Config(
+                "cache_bytes must be at least 1 MiB".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Open (or create) the store in `dir`: the log storage and the state machine for openraft.
+///
+/// # Errors
+/// [`OpenError`] if the config is invalid, the directory cannot be used, the database is locked
+/// by another process, or the stored data cannot be recovered.
+pub fn open(
+    dir: impl AsRef<Path>,
+    config: &StoreConfig,
+) -> Result<(LogStore, StateMachine), OpenError> {
+    config.validate()?;
+    let dir = dir.as_ref();
+    let dir_err = |source| OpenError::Dir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let snapshots = dir.join("snapshots");
+    std::fs::create_dir_all(&snapshots).map_err(dir_err)?;
+    let sled_dir = dir.join("sled");
+    let db = sled::Config::new()
+        .path(&sled_dir)
+        .cache_capacity(config.cache_bytes)
+        .mode(sled::Mode::HighThroughput)
+        .open()
+        .map_err(|source| OpenError::Sled {
+            path: sled_dir.clone(),
+            source,
+        })?;
+    let syncer = || -> Result<log_store::Syncer, OpenError> {
+        let file = match config.durability {
+            Durability::Fsync => Some(File::open(sled_dir.join("db")).map_err(dir_err)?),
+            Durability::SledFlush => None,
+        };
+        Ok(log_store::Syncer::new(db.clone(), file))
+    };
+    let log = LogStore::new(&db, syncer()?)?;
+    let sm = StateMachine::open(&db, snapshots, syncer()?, config.request_history)?;
+    Ok((log, sm))
+}
