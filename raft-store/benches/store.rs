@@ -1,0 +1,127 @@
+//! Store benchmark: durable append throughput by entries per flush, with and without the extra
+//! fdatasync, and state-machine apply throughput.
+//!
+//! `cargo bench -p floe-raft-store --bench store` (set `FLOE_BENCH_SECS` to change the time per
+//! case, default 3). Prints a markdown table for BENCHMARKS.md.
+
+use std::time::{Duration, Instant};
+
+use openraft::storage::RaftLogStorage;
+use openraft::type_config::TypeConfigExt;
+use raft_store::types::{Entry, EntryPayload, IOFlushed, TypeConfig};
+use raft_store::{ActorId, Command, Durability, StoreConfig, open};
+
+fn commit(i: u64) -> Command {
+    Command::Commit {
+        actor: ActorId::new("bench.Counter", format!("k{}", i % 1024)),
+        epoch: 1,
+        state: vec![(i % 251) as u8; 64],
+        request: Some(raft_store::RequestId { client: 1, seq: i }),
+        reply: vec![1; 8],
+    }
+}
+
+fn entry(index: u64, cmd: Command) -> Entry {
+    Entry {
+        log_id: openraft::testing::log_id::<TypeConfig>(1, 1, index),
+        payload: EntryPayload::Normal(cmd),
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+async fn append_case(
+    durability: Durability,
+    batch: u64,
+    budget: Duration,
+) -> (f64, Duration, Duration) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, _sm) = open(
+        dir.path(),
+        &StoreConfig {
+            durability,
+            ..StoreConfig::default()
+        },
+    )
+    .expect("open");
+    let mut next = 1;
+    let mut lat = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < budget {
+        let t = Instant::now();
+        let entries: Vec<Entry> = (next..next + batch).map(|i| entry(i, commit(i))).collect();
+        next += batch;
+        let (tx, rx) = TypeConfig::oneshot();
+        log.append(entries, IOFlushed::signal(tx))
+            .await
+            .expect("append");
+        rx.await.expect("flush dropped").expect("flush");
+        lat.push(t.elapsed());
+    }
+    let secs = start.elapsed().as_secs_f64();
+    lat.sort();
+    (
+        (next - 1) as f64 / secs,
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+    )
+}
+
+async fn apply_case(budget: Duration) -> f64 {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_log, sm) = open(dir.path(), &StoreConfig::default()).expect("open");
+    let mut setup = vec![entry(
+        1,
+        Command::RegisterNode {
+            node: 1,
+            incarnation: 1,
+            addr: "n1".into(),
+            actor_types: vec![],
+        },
+    )];
+    for k in 0..1024u64 {
+        setup.push(entry(
+            2 + k,
+            Command::Activate {
+                actor: ActorId::new("bench.Counter", format!("k{k}")),
+                preferred: 1,
+            },
+        ));
+    }
+    sm.apply_entries(&setup).await.expect("setup");
+    let mut next = setup.len() as u64 + 1;
+    let start = Instant::now();
+    let mut applied = 0u64;
+    while start.elapsed() < budget {
+        let entries: Vec<Entry> = (next..next + 256).map(|i| entry(i, commit(i))).collect();
+        next += 256;
+        sm.apply_entries(&entries).await.expect("apply");
+        applied += 256;
+    }
+    applied as f64 / start.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let secs: u64 = std::env::var("FLOE_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let budget = Duration::from_secs(secs);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    println!("| case | durability | entries/flush | entries/s | flush p50 | flush p99 |");
+    println!("|---|---|---|---|---|---|");
+    for durability in [Durability::Fsync, Durability::SledFlush] {
+        for batch in [1u64, 16, 256] {
+            let (rate, p50, p99) = rt.block_on(append_case(durability, batch, budget));
+            println!("| append | {durability:?} | {batch} | {rate:.0} | {p50:.1?} | {p99:.1?} |");
+        }
+    }
+    let rate = rt.block_on(apply_case(budget));
+    println!("| apply (Commit, 256/transaction) | - | - | {rate:.0} | - | - |");
+}
