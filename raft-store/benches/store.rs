@@ -103,6 +103,40 @@ async fn apply_case(budget: Duration) -> f64 {
     applied as f64 / start.elapsed().as_secs_f64()
 }
 
+/// Raw sled in the same run: insert `batch` values, `flush()`, optionally `fdatasync` the db file.
+fn raw_sled_case(fsync: bool, batch: u64, budget: Duration) -> (f64, Duration, Duration) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = sled::Config::new()
+        .path(dir.path())
+        .mode(sled::Mode::HighThroughput)
+        .open()
+        .expect("sled");
+    let file = std::fs::File::open(dir.path().join("db")).expect("db file");
+    let value = vec![7u8; 120];
+    let (mut next, mut lat) = (0u64, Vec::new());
+    let start = Instant::now();
+    while start.elapsed() < budget {
+        let t = Instant::now();
+        for _ in 0..batch {
+            db.insert(next.to_be_bytes(), value.as_slice())
+                .expect("insert");
+            next += 1;
+        }
+        db.flush().expect("flush");
+        if fsync {
+            file.sync_data().expect("fdatasync");
+        }
+        lat.push(t.elapsed());
+    }
+    let secs = start.elapsed().as_secs_f64();
+    lat.sort();
+    (
+        next as f64 / secs,
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+    )
+}
+
 fn main() {
     let secs: u64 = std::env::var("FLOE_BENCH_SECS")
         .ok()
@@ -120,6 +154,17 @@ fn main() {
         for batch in [1u64, 16, 256] {
             let (rate, p50, p99) = rt.block_on(append_case(durability, batch, budget));
             println!("| append | {durability:?} | {batch} | {rate:.0} | {p50:.1?} | {p99:.1?} |");
+        }
+    }
+    for fsync in [true, false] {
+        for batch in [1u64, 16, 256] {
+            let (rate, p50, p99) = raw_sled_case(fsync, batch, budget);
+            let d = if fsync {
+                "raw sled + fdatasync"
+            } else {
+                "raw sled flush"
+            };
+            println!("| baseline | {d} | {batch} | {rate:.0} | {p50:.1?} | {p99:.1?} |");
         }
     }
     let rate = rt.block_on(apply_case(budget));
