@@ -1,0 +1,223 @@
+//! The envelopes exchanged between nodes and clients, and typed errors.
+//!
+//! Every bidirectional QUIC stream starts with one [`Open`] frame that says what the stream is:
+//! a single request answered by one [`Response`] frame, a pipelined Raft append stream, or a
+//! snapshot transfer.
+
+use std::fmt;
+
+use raft_store::types::{NodeId, SnapshotMeta, TypeConfig, Vote};
+use raft_store::{ActorId, Command, CommandResult, RequestId};
+use serde::{Deserialize, Serialize};
+
+/// ALPN protocol id of Floe's QUIC connections.
+pub const ALPN: &[u8] = b"floe/1";
+
+/// openraft's AppendEntries request.
+pub type AppendEntriesRequest = openraft_types::AppendEntriesRequest<TypeConfig>;
+/// openraft's AppendEntries response.
+pub type AppendEntriesResponse = openraft_types::AppendEntriesResponse<TypeConfig>;
+/// openraft's Vote request.
+pub type VoteRequest = openraft_types::VoteRequest<TypeConfig>;
+/// openraft's Vote response.
+pub type VoteResponse = openraft_types::VoteResponse<TypeConfig>;
+/// openraft's snapshot response.
+pub type SnapshotResponse = openraft_types::SnapshotResponse<TypeConfig>;
+/// One reply of a pipelined append stream.
+pub type StreamAppendResult = openraft_types::StreamAppendResult<TypeConfig>;
+
+mod openraft_types {
+    pub use raft_store::types::openraft::raft::{
+        AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult,
+        VoteRequest, VoteResponse,
+    };
+}
+
+/// The first frame of every stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Open {
+    /// One request; the server answers with one [`Response`] frame and finishes the stream.
+    Request(Request),
+    /// A pipelined Raft append stream: [`AppendEntriesRequest`] frames follow; the server answers
+    /// each with a [`StreamAppendResult`] frame, in order. Node certificates only.
+    AppendStream,
+    /// A full snapshot transfer: `size` raw bytes of the snapshot file follow, then the server
+    /// answers with one `Result<SnapshotResponse, WireError>` frame. Node certificates only.
+    Snapshot(SnapshotHeader),
+}
+
+/// Describes a snapshot being sent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotHeader {
+    /// The sender's vote.
+    pub vote: Vote,
+    /// The snapshot's metadata.
+    pub meta: SnapshotMeta,
+    /// Size of the snapshot file in bytes.
+    pub size: u64,
+}
+
+/// A request on its own stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Request {
+    /// Raft AppendEntries (also heartbeats). Node certificates only.
+    AppendEntries(AppendEntriesRequest),
+    /// Raft RequestVote. Node certificates only.
+    Vote(VoteRequest),
+    /// Raft pre-vote. Node certificates only.
+    PreVote(VoteRequest),
+    /// A command forwarded to the leader for proposal. Node certificates only.
+    Propose(Command),
+    /// Ask the leader for a linearizable read point. Node certificates only.
+    ReadIndex,
+    /// An actor call, from a client or a gateway node.
+    Call(CallRequest),
+    /// Liveness probe; answered with [`Reply::Pong`].
+    Ping,
+}
+
+impl Request {
+    /// Whether only nodes (not clients) may send this request.
+    pub fn node_only(&self) -> bool {
+        !matches!(self, Request::Call(_) | Request::Ping)
+    }
+
+    /// Short name for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::AppendEntries(_) => "append_entries",
+            Request::Vote(_) => "vote",
+            Request::PreVote(_) => "pre_vote",
+            Request::Propose(_) => "propose",
+            Request::ReadIndex => "read_index",
+            Request::Call(_) => "call",
+            Request::Ping => "ping",
+        }
+    }
+}
+
+/// An actor call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallRequest {
+    /// The actor called.
+    pub actor: ActorId,
+    /// The stable type name of the message.
+    pub message: String,
+    /// The serialized message.
+    pub payload: Vec<u8>,
+    /// Identifies the call across retries.
+    pub request: RequestId,
+    /// Time the caller still waits, in milliseconds; the server gives up after it.
+    pub timeout_ms: u32,
+}
+
+/// A successful answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Reply {
+    /// Answer to [`Request::AppendEntries`].
+    AppendEntries(AppendEntriesResponse),
+    /// Answer to [`Request::Vote`] and [`Request::PreVote`].
+    Vote(VoteResponse),
+    /// Answer to [`Request::Propose`]: the command's result once applied.
+    Proposed(CommandResult),
+    /// Answer to [`Request::ReadIndex`]: the log index a linearizable read must wait for.
+    ReadIndex {
+        /// Apply at least up to this index before reading.
+        index: u64,
+    },
+    /// Answer to [`Request::Call`]: the serialized reply.
+    Call(Vec<u8>),
+    /// Answer to [`Request::Ping`].
+    Pong,
+}
+
+/// The answer frame of a [`Open::Request`] stream.
+pub type Response = Result<Reply, WireError>;
+
+/// Where a caller should go instead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeHint {
+    /// The node's id.
+    pub node: NodeId,
+    /// Its QUIC address.
+    pub addr: String,
+}
+
+/// What went wrong, named by what the caller should do next.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorKind {
+    /// The actor lives elsewhere: re-route (to `hint` if given).
+    NotOwner {
+        /// The owner, if known.
+        hint: Option<NodeHint>,
+    },
+    /// Only the leader can do this: re-route to `leader` if given.
+    NotLeader {
+        /// The leader, if known.
+        leader: Option<NodeHint>,
+    },
+    /// The server cannot serve now (no quorum, shutting down, overloaded): back off and retry.
+    Unavailable,
+    /// The deadline passed; the outcome is unknown: retry with the same request id.
+    Timeout,
+    /// The actor's handler returned an error (its serialized form): give up and report it.
+    Rejected(Vec<u8>),
+    /// The request is malformed or names something unknown: give up and fix the request.
+    BadRequest,
+    /// The peer's certificate does not allow this request: give up.
+    Forbidden,
+    /// A server-side failure (storage, bug): back off; retry with the same request id.
+    Internal,
+}
+
+/// The caller's next move for an [`ErrorKind`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Send the same request elsewhere.
+    Reroute,
+    /// Wait, then retry (with the same request id).
+    BackOff,
+    /// The outcome is unknown: retry with the same request id.
+    RetrySameId,
+    /// Retrying will not help.
+    GiveUp,
+}
+
+impl ErrorKind {
+    /// What the caller should do next.
+    pub fn action(&self) -> Action {
+        match self {
+            ErrorKind::NotOwner { .. } | ErrorKind::NotLeader { .. } => Action::Reroute,
+            ErrorKind::Unavailable | ErrorKind::Internal => Action::BackOff,
+            ErrorKind::Timeout => Action::RetrySameId,
+            ErrorKind::Rejected(_) | ErrorKind::BadRequest | ErrorKind::Forbidden => Action::GiveUp,
+        }
+    }
+}
+
+/// A typed error sent over the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireError {
+    /// What went wrong.
+    pub kind: ErrorKind,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+impl WireError {
+    /// An error of `kind` with `message`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}: {}", self.kind, self.message)
+    }
+}
+
+impl std::error::Error for WireError {}
