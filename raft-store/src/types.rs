@@ -95,3 +95,5 @@ pub type Raft = openraft::Raft<TypeConfig, crate::StateMachine>;
 pub type IOFlushed = openraft::storage::IOFlushed<TypeConfig>;
 /// Log storage state (last purged, last log id).
 pub type LogState = openraft::storage::LogState<TypeConfig>;
+/// Trait giving `borrow_watched()` on openraft's metrics receivers.
+pub use openraft::async_runtime::watch::WatchReceiver;

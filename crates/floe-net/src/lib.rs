@@ -1,1 +1,14 @@
-//! x
+//! Floe's QUIC transport: endpoints with mutual TLS (rustls, ring), a connection pool with
+//! reconnect and backoff, request/response over one bidirectional stream per request with a
+//! deadline on each, long-lived streams for pipelined Raft appends and snapshots, and openraft's
+//! network over it.
+
+pub mod certs;
+mod config;
+pub mod raft;
+pub mod tls;
+mod transport;
+
+pub use config::{ConfigError, TransportConfig};
+pub use tls::{Role, TlsMaterial};
+pub use transport::*;

@@ -1,0 +1,84 @@
+//! Transport settings.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use floe_proto::codec::DEFAULT_MAX_FRAME;
+
+/// Settings of a [`crate::Transport`]. `Default` is what a node uses on loopback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportConfig {
+    /// Address to bind. Port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Deadline of a request when the caller gives none, and of reading a request's first frame
+    /// and running its handler on the server.
+    pub request_timeout: Duration,
+    /// Deadline of a QUIC handshake.
+    pub connect_timeout: Duration,
+    /// A connection with no traffic for this long is closed (keep-alives prevent it while the
+    /// peer is alive). Not a request deadline.
+    pub idle_timeout: Duration,
+    /// Interval of QUIC keep-alive packets.
+    pub keep_alive: Duration,
+    /// Deadline of a whole snapshot transfer.
+    pub snapshot_timeout: Duration,
+    /// Largest frame body accepted or sent.
+    pub max_frame: usize,
+    /// Concurrent bidirectional streams a peer may open.
+    pub max_streams: u32,
+    /// First wait after a failed connection attempt; doubles per failure.
+    pub backoff_min: Duration,
+    /// Longest wait between connection attempts.
+    pub backoff_max: Duration,
+    /// Malformed streams tolerated on one connection before it is closed.
+    pub max_protocol_errors: u32,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            request_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(10),
+            keep_alive: Duration::from_secs(1),
+            snapshot_timeout: Duration::from_secs(120),
+            max_frame: DEFAULT_MAX_FRAME,
+            max_streams: 1024,
+            backoff_min: Duration::from_millis(20),
+            backoff_max: Duration::from_secs(1),
+            max_protocol_errors: 8,
+        }
+    }
+}
+
+/// A setting of [`TransportConfig`] is out of range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid transport config: {0}")]
+pub struct ConfigError(pub String);
+
+impl TransportConfig {
+    /// Check the settings; the error names the wrong one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |s: &str| Err(ConfigError(s.to_string()));
+        if self.request_timeout.is_zero() || self.connect_timeout.is_zero() {
+            return bad("request_timeout and connect_timeout must be positive");
+        }
+        if self.keep_alive >= self.idle_timeout {
+            return bad("keep_alive must be shorter than idle_timeout");
+        }
+        if self.max_frame < 1024 || self.max_frame > u32::MAX as usize {
+            return bad("max_frame must be between 1 KiB and 4 GiB");
+        }
+        if self.max_frame > DEFAULT_MAX_FRAME {
+            return bad("max_frame above 16 MiB is not supported by the codec");
+        }
+        if self.max_streams == 0 {
+            return bad("max_streams must be at least 1");
+        }
+        if self.backoff_min.is_zero() || self.backoff_min > self.backoff_max {
+            return bad("backoff_min must be positive and at most backoff_max");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,477 @@
+//! openraft over floe-net: the client side (`RaftNetworkV2` and its factory) and the server side
+//! ([`RaftService`], which hands RPCs to the local Raft).
+//!
+//! AppendEntries and votes travel as one request per stream; `stream_append` pipelines appends
+//! on one long-lived stream; a full snapshot is streamed on a stream of its own, straight from
+//! the sender's snapshot file into a file on the receiver.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use floe_proto::{
+    AppendEntriesRequest, AppendEntriesResponse, ErrorKind, NodeHint, Open, Reply, Request,
+    Response, SnapshotHeader, SnapshotResponse, StreamAppendResult, VoteRequest, VoteResponse,
+    WireError,
+};
+use futures::stream::BoxStream as FBoxStream;
+use futures::{Stream, StreamExt, stream};
+use openraft::base::{BoxFuture, BoxStream};
+use openraft::error::{
+    NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable,
+};
+use openraft::network::{RPCOption, RPCTypes, RaftNetworkFactory};
+use openraft::{RaftNetworkV2, ReadPolicy};
+use raft_store::types::{NodeId, NodeInfo, Raft, Snapshot, TypeConfig, Vote};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use crate::transport::{Peer, RpcError, Service, SnapshotBody, Target, Transport};
+
+type RpcErr = RPCError<TypeConfig>;
+
+/// Creates [`RaftPeer`]s for openraft; one per node of this process.
+#[derive(Debug, Clone)]
+pub struct QuicRaftNetwork {
+    transport: Transport,
+    me: NodeId,
+}
+
+impl QuicRaftNetwork {
+    /// The network of node `me` over `transport`.
+    pub fn new(me: NodeId, transport: Transport) -> Self {
+        Self { transport, me }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for QuicRaftNetwork {
+    type Network = RaftPeer;
+
+    async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> RaftPeer {
+        // Connections are made lazily, on the first RPC.
+        RaftPeer {
+            transport: self.transport.clone(),
+            me: self.me,
+            target,
+            addr: node.addr.clone(),
+        }
+    }
+}
+
+/// The connection of one node to one Raft peer.
+#[derive(Debug)]
+pub struct RaftPeer {
+    transport: Transport,
+    me: NodeId,
+    target: NodeId,
+    addr: String,
+}
+
+async fn resolve(addr: &str) -> Result<SocketAddr, RpcError> {
+    if let Ok(a) = addr.parse() {
+        return Ok(a);
+    }
+    tokio::net::lookup_host(addr)
+        .await
+        .map_err(|e| RpcError::Unreachable(format!("resolving {addr}: {e}")))?
+        .next()
+        .ok_or_else(|| RpcError::Unreachable(format!("{addr} resolves to nothing")))
+}
+
+impl RaftPeer {
+    async fn target(&self) -> Result<Target, RpcError> {
+        Ok(Target::node(self.target, resolve(&self.addr).await?))
+    }
+
+    fn rpc_error(&self, e: RpcError, action: RPCTypes, timeout: Duration) -> RpcErr {
+        match e {
+            RpcError::Timeout(_) => RPCError::Timeout(Timeout {
+                action,
+                id: self.me,
+                target: self.target,
+                timeout,
+            }),
+            RpcError::Unreachable(_) | RpcError::Refused(_) | RpcError::Shutdown => {
+                RPCError::Unreachable(Unreachable::new(&e))
+            }
+            RpcError::ConnectionLost(_) | RpcError::Protocol(_) | RpcError::Remote(_) => {
+                RPCError::Network(NetworkError::new(&e))
+            }
+        }
+    }
+
+    async fn call(&self, req: Request, action: RPCTypes, ttl: Duration) -> Result<Reply, RpcErr> {
+        let target = self
+            .target()
+            .await
+            .map_err(|e| self.rpc_error(e, action, ttl))?;
+        self.transport
+            .request(&target, req, ttl)
+            .await
+            .map_err(|e| self.rpc_error(e, action, ttl))
+    }
+
+    fn unexpected(&self, reply: Reply) -> RpcErr {
+        let e = RpcError::Protocol(floe_proto::FrameError::Malformed(format!(
+            "unexpected reply {reply:?}"
+        )));
+        RPCError::Network(NetworkError::new(&e))
+    }
+
+    async fn send_snapshot(
+        &self,
+        vote: Vote,
+        snapshot: Snapshot,
+    ) -> Result<SnapshotResponse, RpcError> {
+        let io = |e: std::io::Error| RpcError::Unreachable(format!("reading snapshot: {e}"));
+        let mut file = snapshot.snapshot;
+        let size = file.metadata().await.map_err(io)?.len();
+        file.seek(std::io::SeekFrom::Start(0)).await.map_err(io)?;
+        let header = SnapshotHeader {
+            vote,
+            meta: snapshot.meta,
+            size,
+        };
+        let target = self.target().await?;
+        let mut s = self
+            .transport
+            .open_stream(&target, &Open::Snapshot(header))
+            .await?;
+        let sent = tokio::io::copy(&mut (&mut file).take(size), &mut s.send)
+            .await
+            .map_err(|e| RpcError::ConnectionLost(e.to_string()))?;
+        if sent != size {
+            return Err(RpcError::Unreachable(format!(
+                "snapshot file shrank: sent {sent} of {size} bytes"
+            )));
+        }
+        s.send
+            .finish()
+            .map_err(|e| RpcError::ConnectionLost(e.to_string()))?;
+        match s
+            .recv_frame::<Result<SnapshotResponse, WireError>>()
+            .await?
+        {
+            Some(Ok(r)) => Ok(r),
+            Some(Err(e)) => Err(RpcError::Remote(e)),
+            None => Err(floe_proto::FrameError::Truncated("no snapshot response").into()),
+        }
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for RaftPeer {
+    type SnapshotData = tokio::fs::File;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse, RpcErr> {
+        match self
+            .call(
+                Request::AppendEntries(rpc),
+                RPCTypes::AppendEntries,
+                option.soft_ttl(),
+            )
+            .await?
+        {
+            Reply::AppendEntries(r) => Ok(r),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<'s, Result<BoxStream<'s, Result<StreamAppendResult, RpcErr>>, RpcErr>>
+    where
+        S: Stream<Item = AppendEntriesRequest> + Send + Unpin + 'static,
+    {
+        Box::pin(async move {
+            let ttl = option.soft_ttl();
+            let action = RPCTypes::AppendEntries;
+            let target = self
+                .target()
+                .await
+                .map_err(|e| self.rpc_error(e, action, ttl))?;
+            let opened = tokio::time::timeout(
+                ttl,
+                self.transport.open_stream(&target, &Open::AppendStream),
+            )
+            .await
+            .map_err(|_| RpcError::Timeout(ttl))
+            .and_then(|r| r)
+            .map_err(|e| self.rpc_error(e, action, ttl))?;
+            let (mut tx, mut rx) = opened.split();
+            let sent = Arc::new(AtomicU64::new(0));
+            let received = Arc::new(AtomicU64::new(0));
+            {
+                let sent = sent.clone();
+                let mut input = input;
+                tokio::spawn(async move {
+                    while let Some(req) = input.next().await {
+                        sent.fetch_add(1, Ordering::SeqCst);
+                        if tx.send_frame(&req).await.is_err() {
+                            return;
+                        }
+                    }
+                    let _ = tx.send.finish();
+                });
+            }
+            // Reads run in their own task (quinn reads are not cancel safe); the stream below
+            // waits on the channel and reports a timeout only while replies are outstanding.
+            let (item_tx, item_rx) = tokio::sync::mpsc::channel::<
+                Result<Option<Result<StreamAppendResult, WireError>>, RpcError>,
+            >(64);
+            tokio::spawn(async move {
+                loop {
+                    let item = rx.recv_frame().await;
+                    let end = !matches!(item, Ok(Some(Ok(_))));
+                    if item_tx.send(item).await.is_err() || end {
+                        return;
+                    }
+                }
+            });
+            let me = (self.me, self.target);
+            let peer_err = move |e: RpcError| match e {
+                RpcError::Timeout(_) => RPCError::Timeout(Timeout {
+                    action,
+                    id: me.0,
+                    target: me.1,
+                    timeout: ttl,
+                }),
+                other => RPCError::Network(NetworkError::new(&other)),
+            };
+            let out = stream::unfold(Some(item_rx), move |state| {
+                let sent = sent.clone();
+                let received = received.clone();
+                async move {
+                    let mut rx = state?;
+                    loop {
+                        match tokio::time::timeout(ttl, rx.recv()).await {
+                            Ok(Some(Ok(Some(Ok(r))))) => {
+                                received.fetch_add(1, Ordering::SeqCst);
+                                return Some((Ok(r), Some(rx)));
+                            }
+                            Ok(Some(Ok(Some(Err(e))))) => {
+                                return Some((Err(peer_err(RpcError::Remote(e))), None));
+                            }
+                            Ok(Some(Err(e))) => return Some((Err(peer_err(e)), None)),
+                            Ok(Some(Ok(None))) | Ok(None) => return None,
+                            Err(_) => {
+                                if sent.load(Ordering::SeqCst) > received.load(Ordering::SeqCst) {
+                                    return Some((Err(peer_err(RpcError::Timeout(ttl))), None));
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+            let out: BoxStream<'s, Result<StreamAppendResult, RpcErr>> = Box::pin(out);
+            Ok(out)
+        })
+    }
+
+    async fn vote(&mut self, rpc: VoteRequest, option: RPCOption) -> Result<VoteResponse, RpcErr> {
+        match self
+            .call(Request::Vote(rpc), RPCTypes::Vote, option.soft_ttl())
+            .await?
+        {
+            Reply::Vote(r) => Ok(r),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest,
+        option: RPCOption,
+    ) -> Result<VoteResponse, RpcErr> {
+        match self
+            .call(Request::PreVote(rpc), RPCTypes::Vote, option.soft_ttl())
+            .await?
+        {
+            Reply::Vote(r) => Ok(r),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse, StreamingError<TypeConfig>> {
+        let limit = self.transport.config().snapshot_timeout;
+        let action = RPCTypes::InstallSnapshot;
+        tokio::select! {
+            r = tokio::time::timeout(limit, self.send_snapshot(vote, snapshot)) => {
+                let r = r.map_err(|_| RpcError::Timeout(limit)).and_then(|r| r);
+                r.map_err(|e| match self.rpc_error(e, action, limit) {
+                    RPCError::Timeout(t) => StreamingError::Timeout(t),
+                    RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+                    RPCError::Network(n) => StreamingError::Network(n),
+                    RPCError::RemoteError(r) => StreamingError::Network(NetworkError::new(&r)),
+                })
+            }
+            closed = cancel => Err(StreamingError::Closed(closed)),
+        }
+    }
+}
+
+/// Serves Raft RPCs, forwarded proposals and read-index requests to the local Raft.
+pub struct RaftService {
+    raft: Raft,
+    incoming: PathBuf,
+}
+
+impl std::fmt::Debug for RaftService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftService").finish_non_exhaustive()
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> WireError {
+    WireError::new(ErrorKind::Internal, e.to_string())
+}
+
+fn not_leader(f: &openraft::error::ForwardToLeader<TypeConfig>) -> WireError {
+    let leader = match (f.leader_id, &f.leader_node) {
+        (Some(node), Some(info)) => Some(NodeHint {
+            node,
+            addr: info.addr.clone(),
+        }),
+        _ => None,
+    };
+    WireError::new(ErrorKind::NotLeader { leader }, "not the leader")
+}
+
+impl RaftService {
+    /// Serve `raft`; incoming snapshots are received into files in `incoming` (created).
+    pub fn new(raft: Raft, incoming: PathBuf) -> std::io::Result<Self> {
+        std::fs::create_dir_all(&incoming)?;
+        Ok(Self { raft, incoming })
+    }
+
+    /// The served Raft.
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// Answer a Raft, proposal or read-index request; `None` for other requests.
+    pub async fn handle_raft(&self, req: Request) -> Option<Response> {
+        Some(match req {
+            Request::AppendEntries(r) => self
+                .raft
+                .append_entries(r)
+                .await
+                .map(Reply::AppendEntries)
+                .map_err(internal),
+            Request::Vote(r) => self.raft.vote(r).await.map(Reply::Vote).map_err(internal),
+            Request::PreVote(r) => self
+                .raft
+                .pre_vote(r)
+                .await
+                .map(Reply::Vote)
+                .map_err(internal),
+            Request::Propose(cmd) => match self.raft.client_write(cmd).await {
+                Ok(resp) => Ok(Reply::Proposed(resp.data)),
+                Err(e) => Err(match e.forward_to_leader() {
+                    Some(f) => not_leader(f),
+                    None => WireError::new(ErrorKind::Unavailable, e.to_string()),
+                }),
+            },
+            Request::ReadIndex => {
+                match self.raft.get_read_linearizer(ReadPolicy::ReadIndex).await {
+                    Ok(lin) => Ok(Reply::ReadIndex {
+                        index: lin.read_log_id().index(),
+                    }),
+                    Err(e) => Err(match e.forward_to_leader() {
+                        Some(f) => not_leader(f),
+                        None => WireError::new(ErrorKind::Unavailable, e.to_string()),
+                    }),
+                }
+            }
+            Request::Ping => Ok(Reply::Pong),
+            Request::Call(_) => return None,
+        })
+    }
+
+    async fn receive_snapshot(
+        &self,
+        header: SnapshotHeader,
+        body: SnapshotBody,
+    ) -> Result<SnapshotResponse, WireError> {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let path = self.incoming.join(format!(
+            "incoming-{}-{}.snap",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let result = async {
+            // Read back by the state machine: open for reading too.
+            let mut file = tokio::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)
+                .await
+                .map_err(internal)?;
+            body.copy_to(&mut file).await.map_err(|e| {
+                WireError::new(ErrorKind::BadRequest, format!("snapshot body: {e}"))
+            })?;
+            file.seek(std::io::SeekFrom::Start(0))
+                .await
+                .map_err(internal)?;
+            let snapshot = Snapshot {
+                meta: header.meta,
+                snapshot: file,
+            };
+            self.raft
+                .install_full_snapshot(header.vote, snapshot)
+                .await
+                .map_err(internal)
+        }
+        .await;
+        // The state machine keeps its own copy.
+        let _ = tokio::fs::remove_file(&path).await;
+        result
+    }
+}
+
+impl Service for RaftService {
+    async fn handle(&self, _peer: Peer, req: Request) -> Response {
+        match self.handle_raft(req).await {
+            Some(r) => r,
+            None => Err(WireError::new(
+                ErrorKind::BadRequest,
+                "this node serves Raft only (no actor runtime)",
+            )),
+        }
+    }
+
+    fn append_stream(
+        &self,
+        _peer: Peer,
+        input: FBoxStream<'static, AppendEntriesRequest>,
+    ) -> FBoxStream<'static, Result<StreamAppendResult, WireError>> {
+        self.raft
+            .stream_append(input)
+            .map(|r| r.map_err(internal))
+            .boxed()
+    }
+
+    async fn install_snapshot(
+        &self,
+        _peer: Peer,
+        header: SnapshotHeader,
+        body: SnapshotBody,
+    ) -> Result<SnapshotResponse, WireError> {
+        self.receive_snapshot(header, body).await
+    }
+}

@@ -1,0 +1,185 @@
+//! Shared harness: a cluster CA, and Raft nodes over real QUIC and real sled in temp dirs.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use floe_net::certs::CertificateAuthority;
+use floe_net::raft::{QuicRaftNetwork, RaftService};
+use floe_net::{TlsMaterial, Transport, TransportConfig};
+use openraft::SnapshotPolicy;
+use raft_store::types::{NodeId, NodeInfo, NodeRole, Raft, RaftConfig, WatchReceiver};
+use raft_store::{Command, StateView, StoreConfig};
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FLOE_LOG")
+                .unwrap_or_else(|_| "warn,openraft=error".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+pub struct Pki {
+    pub ca: CertificateAuthority,
+}
+
+impl Pki {
+    pub fn new() -> Self {
+        Self {
+            ca: CertificateAuthority::create("test").expect("CA"),
+        }
+    }
+
+    pub fn node(&self, id: NodeId) -> TlsMaterial {
+        let c = self.ca.issue_node(id, &[]).expect("node cert");
+        TlsMaterial::from_pem(
+            self.ca.cert_pem().as_bytes(),
+            c.cert_pem.as_bytes(),
+            c.key_pem.as_bytes(),
+        )
+        .expect("node material")
+    }
+
+    pub fn client(&self, name: &str) -> TlsMaterial {
+        let c = self.ca.issue_client(name).expect("client cert");
+        TlsMaterial::from_pem(
+            self.ca.cert_pem().as_bytes(),
+            c.cert_pem.as_bytes(),
+            c.key_pem.as_bytes(),
+        )
+        .expect("client material")
+    }
+}
+
+pub fn raft_config() -> Arc<RaftConfig> {
+    let c = RaftConfig {
+        cluster_name: "test".into(),
+        heartbeat_interval: 100,
+        election_timeout_min: 500,
+        election_timeout_max: 1000,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(1000),
+        max_in_snapshot_log_to_keep: 100,
+        ..Default::default()
+    };
+    Arc::new(c.validate().expect("raft config"))
+}
+
+pub struct TestNode {
+    pub id: NodeId,
+    pub dir: PathBuf,
+    pub addr: SocketAddr,
+    pub raft: Raft,
+    pub transport: Transport,
+    pub view: StateView,
+    pub server: tokio::task::JoinHandle<()>,
+}
+
+impl TestNode {
+    pub fn info(&self) -> NodeInfo {
+        NodeInfo::new(self.addr.to_string(), NodeRole::Voter)
+    }
+
+    /// Stop Raft and the endpoint, releasing the data directory and the port.
+    pub async fn stop(self) {
+        self.transport.shutdown(Duration::from_millis(200)).await;
+        self.raft.shutdown().await.expect("raft shutdown");
+        self.server.abort();
+    }
+}
+
+/// Start node `id` on `addr` (port 0 for a fresh one) with its data in `dir`.
+pub async fn start_node(pki: &Pki, id: NodeId, dir: &Path, addr: SocketAddr) -> TestNode {
+    let tls = pki.node(id);
+    // A restarted node rebinds its old port, which the previous endpoint may hold briefly.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let transport = loop {
+        let config = TransportConfig {
+            listen: addr,
+            ..TransportConfig::default()
+        };
+        match Transport::bind(config, &tls) {
+            Ok(t) => break t,
+            Err(e) if Instant::now() < deadline => {
+                tracing::info!("rebinding {addr}: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("bind {addr}: {e}"),
+        }
+    };
+    let addr = transport.local_addr().expect("local addr");
+    let (log, sm) =
+        raft_store::open(dir.join("raft"), &StoreConfig::default()).expect("open store");
+    let view = sm.view();
+    let network = QuicRaftNetwork::new(id, transport.clone());
+    let raft = Raft::new(id, raft_config(), network, log, sm)
+        .await
+        .expect("raft");
+    let service = RaftService::new(raft.clone(), dir.join("incoming")).expect("service");
+    let server = transport.serve(Arc::new(service));
+    TestNode {
+        id,
+        dir: dir.to_path_buf(),
+        addr,
+        raft,
+        transport,
+        view,
+        server,
+    }
+}
+
+pub async fn start_cluster(pki: &Pki, root: &Path, n: u64) -> Vec<TestNode> {
+    let mut nodes = Vec::new();
+    for id in 1..=n {
+        let dir = root.join(format!("n{id}"));
+        nodes.push(start_node(pki, id, &dir, "127.0.0.1:0".parse().expect("addr")).await);
+    }
+    let members: BTreeMap<NodeId, NodeInfo> = nodes.iter().map(|n| (n.id, n.info())).collect();
+    nodes[0].raft.initialize(members).await.expect("initialize");
+    nodes
+}
+
+/// Wait until some node of `nodes` other than `not` is leader, seen by all of `nodes`.
+pub async fn wait_leader(nodes: &[&Raft], not: Option<NodeId>) -> NodeId {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let leaders: Vec<Option<NodeId>> = nodes
+            .iter()
+            .map(|r| r.metrics().borrow_watched().current_leader)
+            .collect();
+        if let Some(Some(l)) = leaders.first()
+            && leaders.iter().all(|x| *x == Some(*l))
+            && Some(*l) != not
+        {
+            return *l;
+        }
+        assert!(Instant::now() < deadline, "no agreed leader: {leaders:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Write `cmds` through `raft` with 64 in flight; panics on any error.
+pub async fn write_all(raft: &Raft, cmds: impl Iterator<Item = Command>) -> u64 {
+    use futures::StreamExt;
+    let results: Vec<_> = futures::stream::iter(cmds)
+        .map(|c| async move { raft.client_write(c).await })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    let mut last = 0;
+    for r in results {
+        last = last.max(r.expect("client write").log_id.index);
+    }
+    last
+}
+
+pub async fn wait_applied(raft: &Raft, index: u64, what: &str) {
+    raft.wait(Some(Duration::from_secs(30)))
+        .applied_index_at_least(Some(index), what)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+}
