@@ -145,7 +145,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// rustls server config: TLS 1.3, ALPN `floe/1`, client certificates required and verified
 /// against the cluster CA.
-pub(crate) fn server_config(m: &TlsMaterial) -> Result<rustls::ServerConfig, TlsError> {
+pub fn server_config(m: &TlsMaterial) -> Result<rustls::ServerConfig, TlsError> {
     let verifier = WebPkiClientVerifier::builder_with_provider(m.roots.clone(), provider())
         .build()
         .map_err(|e| TlsError::Verifier(e.to_string()))?;
@@ -159,7 +159,7 @@ pub(crate) fn server_config(m: &TlsMaterial) -> Result<rustls::ServerConfig, Tls
 
 /// rustls client config: TLS 1.3, ALPN `floe/1`, our certificate presented, the server verified
 /// against the cluster CA.
-pub(crate) fn client_config(m: &TlsMaterial) -> Result<rustls::ClientConfig, TlsError> {
+pub fn client_config(m: &TlsMaterial) -> Result<rustls::ClientConfig, TlsError> {
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(m.roots.clone())

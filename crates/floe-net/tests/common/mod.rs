@@ -183,3 +183,66 @@ pub async fn wait_applied(raft: &Raft, index: u64, what: &str) {
         .await
         .unwrap_or_else(|e| panic!("{what}: {e}"));
 }
+
+/// A service that answers every request it receives with `Pong` (the transport has already
+/// applied its role rules).
+pub struct PongService;
+
+impl floe_net::Service for PongService {
+    async fn handle(
+        &self,
+        _peer: floe_net::Peer,
+        _req: floe_proto::Request,
+    ) -> floe_proto::Response {
+        Ok(floe_proto::Reply::Pong)
+    }
+}
+
+/// A node endpoint serving [`PongService`].
+pub fn pong_node(pki: &Pki, id: NodeId) -> Transport {
+    let t = Transport::bind(TransportConfig::default(), &pki.node(id)).expect("bind");
+    t.serve(Arc::new(PongService));
+    t
+}
+
+/// A raw quinn client endpoint with full control over its TLS settings, for attacks the real
+/// transport refuses to make.
+pub fn raw_client(ca_pem: &str, cert: Option<(&str, &str)>, alpn: &[u8]) -> quinn::Endpoint {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.expect("ca pem")).expect("root");
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("tls13")
+        .with_root_certificates(roots);
+    let mut cfg = match cert {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_slice(cert.as_bytes()).expect("cert")],
+                PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key"),
+            )
+            .expect("client auth"),
+        None => builder.with_no_client_auth(),
+    };
+    cfg.alpn_protocols = vec![alpn.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(cfg).expect("quic crypto");
+    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
+    ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    ep
+}
+
+/// Ping through the real transport and expect `Pong`.
+pub async fn assert_serves(client: &Transport, server: &Transport, what: &str) {
+    let target = floe_net::Target::node(1, server.local_addr().expect("addr"));
+    let r = client
+        .request(&target, floe_proto::Request::Ping, Duration::from_secs(5))
+        .await;
+    assert!(
+        matches!(r, Ok(floe_proto::Reply::Pong)),
+        "{what}: legitimate peer not served: {r:?}"
+    );
+}
