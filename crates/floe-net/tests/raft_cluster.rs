@@ -40,9 +40,8 @@ async fn replicate_fail_over_and_catch_up_by_snapshot() {
     let rafts: Vec<_> = nodes.iter().map(|n| n.raft.clone()).collect();
     let leader = wait_leader(&rafts.iter().collect::<Vec<_>>(), None).await;
     tracing::info!(leader, "phase 1: elected; replicating 10,000 commands");
-    let lraft = rafts[(leader - 1) as usize].clone();
-    write_all(&lraft, (1..=3).map(register)).await;
-    let last = write_all(&lraft, (0..10_000).map(activate)).await;
+    write_all_to(&rafts, (1..=3).map(register)).await;
+    let last = write_all_to(&rafts, (0..10_000).map(activate)).await;
     for n in &nodes {
         wait_applied(&n.raft, last, "all nodes apply the 10,000 commands").await;
         let owner = n
@@ -59,6 +58,7 @@ async fn replicate_fail_over_and_catch_up_by_snapshot() {
     }
 
     tracing::info!("phase 2: shut the leader's endpoint down; a new leader takes writes");
+    let leader = wait_leader(&rafts.iter().collect::<Vec<_>>(), None).await;
     let old = nodes.remove((leader - 1) as usize);
     old.transport.shutdown(Duration::from_millis(100)).await;
     let survivors: Vec<_> = nodes.iter().map(|n| &n.raft).collect();
@@ -69,6 +69,7 @@ async fn replicate_fail_over_and_catch_up_by_snapshot() {
         .expect("leader node")
         .raft
         .clone();
+    let live: Vec<_> = nodes.iter().map(|n| n.raft.clone()).collect();
     let old_last = old
         .raft
         .metrics()
@@ -80,7 +81,7 @@ async fn replicate_fail_over_and_catch_up_by_snapshot() {
     old.stop().await;
 
     tracing::info!("phase 3: 3,000 writes while the old leader is down; logs get purged");
-    let last = write_all(&nraft, (10_000..13_000).map(activate)).await;
+    let last = write_all_to(&live, (10_000..13_000).map(activate)).await;
     for n in &nodes {
         wait_applied(&n.raft, last, "survivors apply").await;
     }
@@ -110,7 +111,9 @@ async fn replicate_fail_over_and_catch_up_by_snapshot() {
     assert_eq!(owner.map(|p| p.node), Some(expected_owner(12999)));
 
     // Writes still work with all three.
-    let last = write_all(&nraft, (13_000..13_100).map(activate)).await;
+    let mut all = live.clone();
+    all.push(back.raft.clone());
+    let last = write_all_to(&all, (13_000..13_100).map(activate)).await;
     wait_applied(&back.raft, last, "restarted node follows new writes").await;
     back.stop().await;
     for n in nodes {

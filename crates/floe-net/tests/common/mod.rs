@@ -64,6 +64,7 @@ pub fn raft_config() -> Arc<RaftConfig> {
         election_timeout_max: 1000,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(1000),
         max_in_snapshot_log_to_keep: 100,
+        enable_pre_vote: Some(true),
         ..Default::default()
     };
     Arc::new(c.validate().expect("raft config"))
@@ -162,19 +163,50 @@ pub async fn wait_leader(nodes: &[&Raft], not: Option<NodeId>) -> NodeId {
     }
 }
 
-/// Write `cmds` through `raft` with 64 in flight; panics on any error.
+/// Write `cmds` with 64 in flight through `raft`, following the leader if it changes (a
+/// legitimate event under load); panics on any other error or after 30 s.
 pub async fn write_all(raft: &Raft, cmds: impl Iterator<Item = Command>) -> u64 {
+    write_all_to(std::slice::from_ref(raft), cmds).await
+}
+
+/// [`write_all`] over several nodes: a command refused with `ForwardToLeader` is retried on the
+/// node it names.
+pub async fn write_all_to(rafts: &[Raft], cmds: impl Iterator<Item = Command>) -> u64 {
     use futures::StreamExt;
-    let results: Vec<_> = futures::stream::iter(cmds)
-        .map(|c| async move { raft.client_write(c).await })
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let leader = |hint: Option<NodeId>| -> Raft {
+        let pick = hint.or_else(|| rafts[0].metrics().borrow_watched().current_leader);
+        rafts
+            .iter()
+            .find(|r| Some(r.metrics().borrow_watched().id) == pick)
+            .unwrap_or(&rafts[0])
+            .clone()
+    };
+    let results: Vec<u64> = futures::stream::iter(cmds)
+        .map(|c| {
+            let mut target = leader(None);
+            async move {
+                loop {
+                    match target.client_write(c.clone()).await {
+                        Ok(r) => return r.log_id.index,
+                        Err(e) if Instant::now() < deadline => {
+                            let hint = e.forward_to_leader().and_then(|f| f.leader_id);
+                            tracing::warn!(error = %e, ?hint, "write refused; following the leader");
+                            assert!(rafts.len() > 1 || hint.is_none(), "write failed: {e}");
+                            if hint.is_none() {
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                            }
+                            target = leader(hint);
+                        }
+                        Err(e) => panic!("write failed for 30 s: {e}"),
+                    }
+                }
+            }
+        })
         .buffer_unordered(64)
         .collect()
         .await;
-    let mut last = 0;
-    for r in results {
-        last = last.max(r.expect("client write").log_id.index);
-    }
-    last
+    results.into_iter().max().unwrap_or(0)
 }
 
 pub async fn wait_applied(raft: &Raft, index: u64, what: &str) {
