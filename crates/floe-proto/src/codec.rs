@@ -76,6 +76,11 @@ pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
     }
 }
 
+/// Encode a value as a body (no length prefix): actor payloads, replies and states.
+pub fn encode_body<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
+    bincode::serde::encode_to_vec(msg, config()).map_err(|e| FrameError::Encode(e.to_string()))
+}
+
 /// Decode one complete frame (length prefix and body) that must fill `bytes` exactly.
 pub fn decode_frame<T: DeserializeOwned>(bytes: &[u8], max: usize) -> Result<T, FrameError> {
     let mut d = FrameDecoder::new(max);

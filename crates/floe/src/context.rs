@@ -1,0 +1,204 @@
+//! What a handler sees of the runtime: its own id, typed calls to other actors, deactivation and
+//! tasks bound to the activation.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use raft_store::types::NodeId;
+use raft_store::{ActorId, RequestId};
+
+use crate::actor::{Actor, Handler, Message};
+use crate::error::{CallError, CallFailure};
+use crate::runtime::{RawCall, Runtime};
+
+/// The context of one message being handled by an activation of `A`.
+pub struct Context<A> {
+    pub(crate) rt: Arc<Runtime>,
+    pub(crate) id: ActorId,
+    pub(crate) epoch: u64,
+    pub(crate) chain: Arc<[ActorId]>,
+    pub(crate) deadline: Instant,
+    pub(crate) deactivate: bool,
+    pub(crate) tasks: Option<tokio::task::JoinSet<()>>,
+    _actor: PhantomData<fn() -> A>,
+}
+
+impl<A> Context<A> {
+    pub(crate) fn new(
+        rt: Arc<Runtime>,
+        id: ActorId,
+        epoch: u64,
+        chain: Arc<[ActorId]>,
+        deadline: Instant,
+        tasks: Option<tokio::task::JoinSet<()>>,
+    ) -> Self {
+        Self {
+            rt,
+            id,
+            epoch,
+            chain,
+            deadline,
+            deactivate: false,
+            tasks,
+            _actor: PhantomData,
+        }
+    }
+
+    /// This actor's id.
+    pub fn id(&self) -> &ActorId {
+        &self.id
+    }
+
+    /// This actor's key.
+    pub fn key(&self) -> &str {
+        &self.id.key
+    }
+
+    /// The epoch this activation holds; every state write carries it.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The node this activation runs on.
+    pub fn node(&self) -> NodeId {
+        self.rt.node_id()
+    }
+
+    /// Time left before the current call's deadline.
+    pub fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// A reference to actor `key` of type `B`. Calls made through it inherit this call's
+    /// deadline, and a call back to an actor already waiting in this call chain fails with
+    /// [`CallFailure::CallCycle`] instead of deadlocking.
+    pub fn actor<B: Actor>(&self, key: impl Into<String>) -> ActorRef<B> {
+        ActorRef {
+            rt: Arc::downgrade(&self.rt),
+            id: ActorId::new(B::NAME, key),
+            chain: self.chain.clone(),
+            deadline: Some(self.deadline),
+            request: None,
+            _actor: PhantomData,
+        }
+    }
+
+    /// Deactivate this activation after the current message (its state stays committed).
+    pub fn deactivate(&mut self) {
+        self.deactivate = true;
+    }
+
+    /// Run `task` for as long as this activation lives; it is aborted at deactivation.
+    pub fn spawn<F>(&mut self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.tasks
+            .get_or_insert_with(tokio::task::JoinSet::new)
+            .spawn(task);
+    }
+}
+
+/// A typed reference to an actor; cheap to clone. Obtained from [`crate::Node::actor`] or
+/// [`Context::actor`].
+pub struct ActorRef<A> {
+    /// Weak: a reference must not keep a shut-down node (and its database) alive.
+    pub(crate) rt: Weak<Runtime>,
+    pub(crate) id: ActorId,
+    pub(crate) chain: Arc<[ActorId]>,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) request: Option<RequestId>,
+    _actor: PhantomData<fn() -> A>,
+}
+
+impl<A> Clone for ActorRef<A> {
+    fn clone(&self) -> Self {
+        Self {
+            rt: self.rt.clone(),
+            id: self.id.clone(),
+            chain: self.chain.clone(),
+            deadline: self.deadline,
+            request: self.request,
+            _actor: PhantomData,
+        }
+    }
+}
+
+impl<A: Actor> ActorRef<A> {
+    pub(crate) fn new(rt: &Arc<Runtime>, key: String) -> Self {
+        Self {
+            rt: Arc::downgrade(rt),
+            id: ActorId::new(A::NAME, key),
+            chain: Arc::from(Vec::new()),
+            deadline: None,
+            request: None,
+            _actor: PhantomData,
+        }
+    }
+
+    /// The actor's id.
+    pub fn id(&self) -> &ActorId {
+        &self.id
+    }
+
+    /// Give up after `timeout` (default: the node's call timeout).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        let d = Instant::now() + timeout;
+        self.deadline = Some(self.deadline.map_or(d, |old| old.min(d)));
+        self
+    }
+
+    /// Use `request` as the call's request id: a call retried with the same id is applied at
+    /// most once and returns the original reply.
+    pub fn with_request_id(mut self, request: RequestId) -> Self {
+        self.request = Some(request);
+        self
+    }
+
+    /// Send `msg` and wait for the reply.
+    ///
+    /// # Errors
+    /// [`CallError::Rejected`] with the handler's error, or [`CallError::Failed`]; a
+    /// [`CallFailure::Timeout`] leaves the outcome unknown (retry with the same request id).
+    ///
+    /// # Cancel safety
+    /// Dropping the future does not cancel the handler: the call may still take effect.
+    pub async fn call<M>(&self, msg: M) -> Result<M::Reply, CallError<<A as Handler<M>>::Error>>
+    where
+        M: Message,
+        A: Handler<M>,
+    {
+        let rt = self.rt.upgrade().ok_or(CallFailure::Shutdown)?;
+        let payload = floe_proto::codec::encode_body(&msg)
+            .map_err(|e| CallFailure::BadRequest(format!("encoding {}: {e}", M::NAME)))?;
+        let deadline = self
+            .deadline
+            .unwrap_or_else(|| Instant::now() + rt.call_timeout());
+        let call = RawCall {
+            actor: self.id.clone(),
+            message: M::NAME.to_string(),
+            payload,
+            request: self.request.unwrap_or_else(|| rt.next_request_id()),
+            deadline,
+            chain: self.chain.clone(),
+        };
+        let result = rt.call_raw(call);
+        drop(rt);
+        match result.await {
+            Ok(bytes) => floe_proto::codec::decode_body(&bytes).map_err(|e| {
+                CallError::Failed(CallFailure::BadRequest(format!("decoding the reply: {e}")))
+            }),
+            Err(CallFailure::Rejected { error, display }) => {
+                match floe_proto::codec::decode_body(&error) {
+                    Ok(e) => Err(CallError::Rejected(e)),
+                    Err(_) => Err(CallError::Failed(CallFailure::BadRequest(format!(
+                        "undecodable handler error: {display}"
+                    )))),
+                }
+            }
+            Err(other) => Err(CallError::Failed(other)),
+        }
+    }
+}

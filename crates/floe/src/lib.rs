@@ -1,0 +1,123 @@
+//! Floe: virtual actors with durable, fenced state on a Raft-backed cluster.
+//!
+//! An actor is addressed by `(type, key)`, activated on demand, processes one message at a time
+//! and keeps durable state: when a handler changes the actor's state, the new state is committed
+//! through Raft (with the activation's epoch, which fences stale activations) before the reply
+//! is sent. A handler that fails or panics leaves the committed state untouched.
+//!
+//! ```
+//! use floe::prelude::*;
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Actor, Default, Serialize, Deserialize)]
+//! #[actor(name = "demo.Counter", handles(Add, Get))]
+//! struct Counter { value: u64 }
+//!
+//! #[derive(Message, Serialize, Deserialize)]
+//! #[message(reply = u64)]
+//! struct Add(u64);
+//!
+//! #[derive(Message, Serialize, Deserialize)]
+//! #[message(reply = u64)]
+//! struct Get;
+//!
+//! impl Handler<Add> for Counter {
+//!     type Error = Never;
+//!     async fn handle(&mut self, Add(n): Add, _ctx: &mut Context<Self>) -> Result<u64, Never> {
+//!         self.value += n;
+//!         Ok(self.value)
+//!     }
+//! }
+//!
+//! impl Handler<Get> for Counter {
+//!     type Error = Never;
+//!     async fn handle(&mut self, _: Get, _ctx: &mut Context<Self>) -> Result<u64, Never> {
+//!         Ok(self.value)
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! let node = Node::builder().data_dir(dir.path()).register::<Counter>().build().await?;
+//! let counter = node.actor::<Counter>("visits");
+//! assert_eq!(counter.call(Add(2)).await?, 2);
+//! assert_eq!(counter.call(Get).await?, 2);
+//! node.shutdown().await?;
+//! # Ok(())
+//! # }
+//! ```
+
+// Lets the derives (which name `::floe`) work inside this crate too.
+#[allow(unused_extern_crates)]
+extern crate self as floe;
+
+mod actor;
+mod context;
+mod error;
+mod node;
+mod proposer;
+mod runtime;
+
+pub use actor::{Actor, ActorError, DispatchError, Handler, Lifecycle, Message, Never, StateError};
+pub use context::{ActorRef, Context};
+pub use error::{CallError, CallFailure};
+pub use floe_macros::{Actor, Message};
+pub use node::{BuildError, Node, NodeBuilder, RuntimeConfig};
+pub use proposer::ProposeError;
+pub use raft_store::{ActorId, RequestId};
+
+/// Everything an actor implementation needs.
+pub mod prelude {
+    pub use crate::{
+        Actor, ActorError, ActorRef, CallError, CallFailure, Context, Handler, Lifecycle, Message,
+        Never, Node,
+    };
+}
+
+/// Support for the derive macros; not a public API.
+#[doc(hidden)]
+pub mod __private {
+    use crate::{Actor, Context, DispatchError, Handler, Message, StateError};
+
+    pub use futures::future::BoxFuture;
+
+    /// Decode `payload` as `M`, run `A`'s handler, encode its reply or error.
+    pub async fn dispatch<A, M>(
+        actor: &mut A,
+        payload: &[u8],
+        ctx: &mut Context<A>,
+    ) -> Result<Vec<u8>, DispatchError>
+    where
+        A: Handler<M>,
+        M: Message,
+    {
+        let msg: M = floe_proto::codec::decode_body(payload)
+            .map_err(|e| DispatchError::BadPayload(format!("{}: {e}", M::NAME)))?;
+        match actor.handle(msg, ctx).await {
+            Ok(reply) => floe_proto::codec::encode_body(&reply)
+                .map_err(|e| DispatchError::EncodeReply(e.to_string())),
+            Err(e) => Err(DispatchError::Rejected {
+                display: e.to_string(),
+                error: floe_proto::codec::encode_body(&e)
+                    .map_err(|e| DispatchError::EncodeReply(e.to_string()))?,
+            }),
+        }
+    }
+
+    /// Decode an actor's committed state (`None`: never written → `Default`).
+    pub fn decode_state<A>(state: Option<&[u8]>) -> Result<A, StateError>
+    where
+        A: Actor + serde::de::DeserializeOwned + Default,
+    {
+        match state {
+            None => Ok(A::default()),
+            Some(b) => floe_proto::codec::decode_body(b).map_err(|e| StateError(e.to_string())),
+        }
+    }
+
+    /// Encode an actor's state.
+    pub fn encode_state<A: serde::Serialize>(actor: &A) -> Result<Vec<u8>, StateError> {
+        floe_proto::codec::encode_body(actor).map_err(|e| StateError(e.to_string()))
+    }
+}

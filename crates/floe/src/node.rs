@@ -1,0 +1,367 @@
+//! An embedded Floe node: `Node::builder()` … `.build().await`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use raft_store::types::openraft::error::{
+    NetworkError, RPCError, ReplicationClosed, StreamingError,
+};
+use raft_store::types::openraft::network::{RPCOption, RaftNetworkFactory};
+use raft_store::types::openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use raft_store::types::openraft::{RaftNetworkV2, ServerState};
+use raft_store::types::{NodeId, NodeInfo, NodeRole, Raft, RaftConfig, Snapshot, TypeConfig, Vote};
+use raft_store::{Command, CommandResult, RegisterResult, StoreConfig};
+
+use crate::actor::Actor;
+use crate::context::ActorRef;
+use crate::runtime::{Factory, Runtime, TypedFactory};
+
+/// Settings of the actor runtime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeConfig {
+    /// Calls that may wait for one activation; further callers wait for a slot until their
+    /// deadline (backpressure).
+    pub mailbox_capacity: usize,
+    /// An activation with no call for this long is deactivated (its placement stays).
+    pub idle_timeout: Duration,
+    /// Deadline of a call when the caller sets none.
+    pub call_timeout: Duration,
+    /// Most commands proposed in one Raft entry (group commit).
+    pub max_batch: usize,
+    /// Raft entries of commands in flight at once.
+    pub max_inflight_batches: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            mailbox_capacity: 256,
+            idle_timeout: Duration::from_secs(600),
+            call_timeout: Duration::from_secs(10),
+            max_batch: 512,
+            max_inflight_batches: 4,
+        }
+    }
+}
+
+impl RuntimeConfig {
+    /// Check the settings; the error names the wrong one.
+    pub fn validate(&self) -> Result<(), BuildError> {
+        let bad = |s: &str| Err(BuildError::Config(s.to_string()));
+        if self.mailbox_capacity == 0 {
+            return bad("mailbox_capacity must be at least 1");
+        }
+        if self.idle_timeout < Duration::from_millis(10) {
+            return bad("idle_timeout must be at least 10 ms");
+        }
+        if self.call_timeout.is_zero() {
+            return bad("call_timeout must be positive");
+        }
+        if self.max_batch == 0 || self.max_inflight_batches == 0 {
+            return bad("max_batch and max_inflight_batches must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A setting is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// Two registered actor types share a name.
+    #[error("actor name {0:?} is registered twice")]
+    DuplicateActor(&'static str),
+    /// The data directory cannot be used.
+    #[error("data directory {path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The Raft store could not be opened.
+    #[error(transparent)]
+    Store(#[from] raft_store::OpenError),
+    /// Raft failed to start or to elect this node.
+    #[error("raft: {0}")]
+    Raft(String),
+    /// The node could not register itself in the directory.
+    #[error("registering the node: {0}")]
+    Register(String),
+}
+
+/// Builds a [`Node`].
+pub struct NodeBuilder {
+    id: NodeId,
+    data_dir: Option<PathBuf>,
+    runtime: RuntimeConfig,
+    store: StoreConfig,
+    registry: HashMap<&'static str, Arc<dyn Factory>>,
+    duplicate: Option<&'static str>,
+}
+
+impl std::fmt::Debug for NodeBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeBuilder")
+            .field("id", &self.id)
+            .field("data_dir", &self.data_dir)
+            .field("actors", &self.registry.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl NodeBuilder {
+    /// The node's id (default 1). Never reuse an id within a cluster.
+    pub fn id(mut self, id: NodeId) -> Self {
+        self.id = id;
+        self
+    }
+
+    /// Where the node keeps its Raft log, state machine and incarnation (required).
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// Runtime settings.
+    pub fn runtime(mut self, config: RuntimeConfig) -> Self {
+        self.runtime = config;
+        self
+    }
+
+    /// Store settings (durability, request history).
+    pub fn store(mut self, config: StoreConfig) -> Self {
+        self.store = config;
+        self
+    }
+
+    /// Host actors of type `A` on this node.
+    pub fn register<A: Actor>(mut self) -> Self {
+        if self
+            .registry
+            .insert(A::NAME, Arc::new(TypedFactory::<A>::new()))
+            .is_some()
+        {
+            self.duplicate = Some(A::NAME);
+        }
+        self
+    }
+
+    /// Open the data directory, start Raft (a single-voter cluster, initialized on first start),
+    /// register this node with a new incarnation and start the runtime.
+    ///
+    /// # Errors
+    /// [`BuildError`] says which part failed.
+    pub async fn build(self) -> Result<Node, BuildError> {
+        self.runtime.validate()?;
+        if let Some(name) = self.duplicate {
+            return Err(BuildError::DuplicateActor(name));
+        }
+        let dir = self
+            .data_dir
+            .ok_or_else(|| BuildError::Config("data_dir is required".into()))?;
+        let io = |source| BuildError::Io {
+            path: dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        let incarnation = next_incarnation(&dir).map_err(io)?;
+        let (log, sm) = raft_store::open(dir.join("raft"), &self.store)?;
+        let view = sm.view();
+        let config = RaftConfig {
+            cluster_name: "floe".into(),
+            enable_pre_vote: Some(true),
+            ..Default::default()
+        };
+        let config = Arc::new(
+            config
+                .validate()
+                .map_err(|e| BuildError::Raft(e.to_string()))?,
+        );
+        let raft = Raft::new(self.id, config, LocalOnly, log, sm)
+            .await
+            .map_err(|e| BuildError::Raft(e.to_string()))?;
+        if !raft
+            .is_initialized()
+            .await
+            .map_err(|e| BuildError::Raft(e.to_string()))?
+        {
+            let members = BTreeMap::from([(self.id, NodeInfo::new("local", NodeRole::Voter))]);
+            raft.initialize(members)
+                .await
+                .map_err(|e| BuildError::Raft(e.to_string()))?;
+        }
+        let wait = raft.wait(Some(Duration::from_secs(30)));
+        wait.state(ServerState::Leader, "single node elects itself")
+            .await
+            .map_err(|e| BuildError::Raft(e.to_string()))?;
+        let mut actor_types: Vec<String> = self.registry.keys().map(|k| k.to_string()).collect();
+        actor_types.sort();
+        let rt = Runtime::new(
+            self.id,
+            incarnation,
+            raft.clone(),
+            view,
+            self.registry,
+            self.runtime,
+        );
+        let reg = Command::RegisterNode {
+            node: self.id,
+            incarnation,
+            addr: "local".into(),
+            actor_types,
+        };
+        match rt.proposer.propose(reg).await {
+            Ok(CommandResult::Register(RegisterResult::Registered)) => {}
+            Ok(other) => return Err(BuildError::Register(format!("{other:?}"))),
+            Err(e) => return Err(BuildError::Register(e.to_string())),
+        }
+        tracing::info!(node = self.id, incarnation, dir = %dir.display(), "node started");
+        Ok(Node { rt, raft })
+    }
+}
+
+/// Read, increment and durably store the node's incarnation.
+fn next_incarnation(dir: &Path) -> std::io::Result<u64> {
+    let path = dir.join("incarnation");
+    let current = match std::fs::read_to_string(&path) {
+        Ok(s) => s.trim().parse::<u64>().map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{}: {e}", path.display()),
+            )
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(e),
+    };
+    let next = current + 1;
+    let tmp = dir.join("incarnation.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    writeln!(f, "{next}")?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(next)
+}
+
+/// A running Floe node with its actor runtime.
+pub struct Node {
+    rt: Arc<Runtime>,
+    raft: Raft,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.rt.node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Start building a node.
+    pub fn builder() -> NodeBuilder {
+        NodeBuilder {
+            id: 1,
+            data_dir: None,
+            runtime: RuntimeConfig::default(),
+            store: StoreConfig::default(),
+            registry: HashMap::new(),
+            duplicate: None,
+        }
+    }
+
+    /// A reference to actor `key` of type `A`.
+    pub fn actor<A: Actor>(&self, key: impl Into<String>) -> ActorRef<A> {
+        ActorRef::new(&self.rt, key.into())
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.rt.node
+    }
+
+    /// This node's incarnation (incremented at every start).
+    pub fn incarnation(&self) -> u64 {
+        self.rt.incarnation
+    }
+
+    /// Number of live activations on this node.
+    pub fn activations(&self) -> usize {
+        self.rt.activations()
+    }
+
+    /// The node's Raft instance (metrics, advanced use).
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// Deactivate every actor (running their hooks) and stop Raft. Committed state is durable.
+    pub async fn shutdown(self) -> Result<(), BuildError> {
+        self.rt.shutdown().await;
+        self.raft
+            .shutdown()
+            .await
+            .map_err(|e| BuildError::Raft(e.to_string()))
+    }
+}
+
+/// The Raft network of a single-voter node: it has no peers, so every RPC is refused.
+#[derive(Debug, Clone, Copy)]
+struct LocalOnly;
+
+#[derive(Debug, thiserror::Error)]
+#[error("single-node mode has no network (target {0})")]
+struct NoNetwork(NodeId);
+
+impl RaftNetworkFactory<TypeConfig> for LocalOnly {
+    type Network = NoPeer;
+    async fn new_client(&mut self, target: NodeId, _node: &NodeInfo) -> NoPeer {
+        NoPeer(target)
+    }
+}
+
+struct NoPeer(NodeId);
+
+impl NoPeer {
+    fn err(&self) -> NetworkError<TypeConfig> {
+        NetworkError::new(&NoNetwork(self.0))
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for NoPeer {
+    type SnapshotData = tokio::fs::File;
+
+    async fn append_entries(
+        &mut self,
+        _rpc: AppendEntriesRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        Err(RPCError::Network(self.err()))
+    }
+
+    async fn vote(
+        &mut self,
+        _rpc: VoteRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        Err(RPCError::Network(self.err()))
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        _vote: Vote,
+        _snapshot: Snapshot,
+        _cancel: impl std::future::Future<Output = ReplicationClosed> + Send + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        Err(StreamingError::Network(self.err()))
+    }
+}

@@ -1,0 +1,656 @@
+//! The activation table, turn-based execution, durable commits and idle deactivation.
+//!
+//! One activation per actor on this node, created on the first call (single flight) after the
+//! placement directory says this node owns the actor. Calls are admitted through a bounded
+//! mailbox (a semaphore: callers wait for a slot until their deadline) and run one at a time
+//! under the activation's lock, in a task of their own so that a caller giving up never cancels
+//! a handler half-way. After the handler: an error or panic restores the state from its
+//! serialized form taken before the call; a changed state is committed through Raft with the
+//! activation's epoch before the reply is released; an unchanged state is confirmed current
+//! through a Raft read index.
+//!
+//! **Call cycles.** Every call carries the chain of activations waiting on it. A call to an actor
+//! already in the chain (A→B→A, or A→A) fails at once with [`CallFailure::CallCycle`]: turn-based
+//! actors cannot re-enter, and this turns a certain deadlock into a clear error.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use raft_store::types::openraft::ReadPolicy;
+use raft_store::types::{NodeId, Raft};
+use raft_store::{
+    ActivateResult, ActorId, Command, CommandResult, CommitResult, RequestId, StateView,
+};
+use tokio::sync::{OnceCell, Semaphore};
+
+use crate::actor::{Actor, DispatchError};
+use crate::context::Context;
+use crate::error::CallFailure;
+use crate::node::RuntimeConfig;
+use crate::proposer::{ProposeError, Proposer};
+
+/// One call as the runtime sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct RawCall {
+    pub actor: ActorId,
+    pub message: String,
+    pub payload: Vec<u8>,
+    pub request: RequestId,
+    pub deadline: Instant,
+    pub chain: Arc<[ActorId]>,
+}
+
+/// The activation disappeared before running the call; route it again.
+pub(crate) struct Gone;
+
+type CallResult = Result<Vec<u8>, CallFailure>;
+
+pub(crate) trait AnyActivation: Send + Sync {
+    fn admit(&self, deadline: Instant) -> BoxFuture<'_, Result<(), CallFailure>>;
+    fn run(
+        self: Arc<Self>,
+        rt: Arc<Runtime>,
+        call: Arc<RawCall>,
+    ) -> BoxFuture<'static, Result<CallResult, Gone>>;
+    fn idle_ms(&self, now_ms: u64) -> u64;
+    fn deactivate(self: Arc<Self>, rt: Arc<Runtime>, only_if_idle: bool) -> BoxFuture<'static, ()>;
+}
+
+pub(crate) trait Factory: Send + Sync {
+    fn activate(
+        &self,
+        rt: Arc<Runtime>,
+        id: ActorId,
+        epoch: u64,
+        state: Option<Vec<u8>>,
+        deadline: Instant,
+    ) -> BoxFuture<'static, Result<Arc<dyn AnyActivation>, CallFailure>>;
+}
+
+pub(crate) struct TypedFactory<A>(PhantomData<fn() -> A>);
+
+impl<A> TypedFactory<A> {
+    pub(crate) fn new() -> Self {
+        Self(PhantomData)
+    }
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic".into())
+}
+
+impl<A: Actor> Factory for TypedFactory<A> {
+    fn activate(
+        &self,
+        rt: Arc<Runtime>,
+        id: ActorId,
+        epoch: u64,
+        state: Option<Vec<u8>>,
+        deadline: Instant,
+    ) -> BoxFuture<'static, Result<Arc<dyn AnyActivation>, CallFailure>> {
+        Box::pin(async move {
+            let mut actor = A::create(&id.key, state.as_deref())
+                .map_err(|e| CallFailure::ActivationFailed(e.to_string()))?;
+            let chain: Arc<[ActorId]> = Arc::from(vec![id.clone()]);
+            let mut ctx = Context::new(rt.clone(), id.clone(), epoch, chain, deadline, None);
+            match AssertUnwindSafe(actor.on_activate(&mut ctx))
+                .catch_unwind()
+                .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(CallFailure::ActivationFailed(e.0)),
+                Err(p) => {
+                    return Err(CallFailure::ActivationFailed(format!(
+                        "activate hook panicked: {}",
+                        panic_message(&*p)
+                    )));
+                }
+            }
+            let cap = rt.config.mailbox_capacity;
+            let act = Activation::<A> {
+                id,
+                epoch,
+                cap,
+                mailbox: Semaphore::new(cap),
+                last_used: AtomicU64::new(rt.now_ms()),
+                inner: tokio::sync::Mutex::new(Inner {
+                    actor,
+                    alive: true,
+                    tasks: ctx.tasks.take(),
+                }),
+            };
+            Ok(Arc::new(act) as Arc<dyn AnyActivation>)
+        })
+    }
+}
+
+struct Inner<A> {
+    actor: A,
+    alive: bool,
+    tasks: Option<tokio::task::JoinSet<()>>,
+}
+
+struct Activation<A> {
+    id: ActorId,
+    epoch: u64,
+    cap: usize,
+    mailbox: Semaphore,
+    last_used: AtomicU64,
+    inner: tokio::sync::Mutex<Inner<A>>,
+}
+
+impl<A: Actor> Activation<A> {
+    fn restore(&self, inner: &mut Inner<A>, before: Option<&[u8]>) -> Result<(), CallFailure> {
+        inner.actor = A::create(&self.id.key, before)
+            .map_err(|e| CallFailure::Unavailable(format!("restoring state: {e}")))?;
+        Ok(())
+    }
+
+    async fn process(&self, rt: &Arc<Runtime>, inner: &mut Inner<A>, call: &RawCall) -> CallResult {
+        let before = inner
+            .actor
+            .save()
+            .map_err(|e| CallFailure::BadRequest(e.to_string()))?;
+        let stateful = before.is_some();
+        if stateful {
+            // A retried request that was already applied returns its original reply.
+            let known = rt
+                .view
+                .request_outcome(&self.id, call.request)
+                .await
+                .map_err(|e| CallFailure::Unavailable(e.to_string()))?;
+            if let Some(o) = known {
+                return Ok(o.reply);
+            }
+        }
+        let mut chain = call.chain.to_vec();
+        chain.push(self.id.clone());
+        let mut ctx = Context::<A>::new(
+            rt.clone(),
+            self.id.clone(),
+            self.epoch,
+            Arc::from(chain),
+            call.deadline,
+            inner.tasks.take(),
+        );
+        let res = AssertUnwindSafe(inner.actor.dispatch(&call.message, &call.payload, &mut ctx))
+            .catch_unwind()
+            .await;
+        inner.tasks = ctx.tasks.take();
+        let deactivate = ctx.deactivate;
+        let out = match res {
+            Err(p) => {
+                let msg = panic_message(&*p);
+                tracing::warn!(actor = %self.id, message = %call.message, panic = %msg, "handler panicked; state rolled back");
+                self.restore(inner, before.as_deref())?;
+                Err(CallFailure::Panicked(msg))
+            }
+            Ok(Err(e)) => {
+                self.restore(inner, before.as_deref())?;
+                Err(match e {
+                    DispatchError::Rejected { error, display } => {
+                        CallFailure::Rejected { error, display }
+                    }
+                    other => CallFailure::BadRequest(other.to_string()),
+                })
+            }
+            Ok(Ok(reply)) => self.finish(rt, inner, call, before, reply).await,
+        };
+        if deactivate {
+            inner.alive = false;
+        }
+        out
+    }
+
+    /// Commit a changed state, or confirm an unchanged one is still ours, then release `reply`.
+    async fn finish(
+        &self,
+        rt: &Arc<Runtime>,
+        inner: &mut Inner<A>,
+        call: &RawCall,
+        before: Option<Vec<u8>>,
+        reply: Vec<u8>,
+    ) -> CallResult {
+        let after = match inner.actor.save() {
+            Ok(a) => a,
+            Err(e) => {
+                self.restore(inner, before.as_deref())?;
+                return Err(CallFailure::BadRequest(e.to_string()));
+            }
+        };
+        let Some(after) = after else {
+            // Stateless: nothing to commit or fence.
+            return Ok(reply);
+        };
+        if Some(&after) == before.as_ref() {
+            rt.confirm_owner(&self.id, self.epoch)
+                .await
+                .inspect_err(|_| {
+                    inner.alive = false;
+                })?;
+            return Ok(reply);
+        }
+        let cmd = Command::Commit {
+            actor: self.id.clone(),
+            epoch: self.epoch,
+            state: after,
+            request: Some(call.request),
+            reply: reply.clone(),
+        };
+        match rt.proposer.propose(cmd).await {
+            Ok(CommandResult::Commit(CommitResult::Committed { .. })) => Ok(reply),
+            Ok(CommandResult::Commit(CommitResult::Duplicate {
+                reply: original, ..
+            })) => {
+                // Applied before (a retry raced the original): keep the committed state.
+                let st = rt
+                    .view
+                    .actor_state(&self.id)
+                    .await
+                    .map_err(|e| CallFailure::Unavailable(e.to_string()))?;
+                self.restore(inner, st.as_ref().map(|s| s.state.as_slice()))?;
+                Ok(original)
+            }
+            Ok(CommandResult::Commit(CommitResult::StaleEpoch { current })) => {
+                tracing::info!(actor = %self.id, epoch = self.epoch, "fenced: epoch no longer current");
+                inner.alive = false;
+                Err(CallFailure::NotOwner(current.map(|p| p.node)))
+            }
+            Ok(other) => {
+                inner.alive = false;
+                Err(CallFailure::Unavailable(format!(
+                    "unexpected commit result {other:?}"
+                )))
+            }
+            Err(ProposeError::NotLeader(leader)) => {
+                // Not appended: the state we hold is not committed; reload on the next call.
+                inner.alive = false;
+                Err(CallFailure::Unavailable(format!(
+                    "no leader to commit (leader: {leader:?})"
+                )))
+            }
+            Err(e @ ProposeError::Unknown(_)) => {
+                // The commit may or may not have happened: drop this activation; the next one
+                // reloads whatever was committed.
+                inner.alive = false;
+                tracing::warn!(actor = %self.id, error = %e, "commit outcome unknown");
+                Err(CallFailure::Timeout)
+            }
+        }
+    }
+
+    async fn deactivate_locked(&self, rt: &Arc<Runtime>, inner: &mut Inner<A>, self_ptr: usize) {
+        inner.alive = false;
+        let chain: Arc<[ActorId]> = Arc::from(vec![self.id.clone()]);
+        let deadline = Instant::now() + rt.config.call_timeout;
+        let mut ctx = Context::<A>::new(
+            rt.clone(),
+            self.id.clone(),
+            self.epoch,
+            chain,
+            deadline,
+            None,
+        );
+        if let Err(p) = AssertUnwindSafe(inner.actor.on_deactivate(&mut ctx))
+            .catch_unwind()
+            .await
+        {
+            tracing::warn!(actor = %self.id, panic = %panic_message(&*p), "deactivate hook panicked");
+        }
+        // Dropping the JoinSets aborts the activation's tasks.
+        drop(ctx);
+        inner.tasks = None;
+        rt.remove(&self.id, self_ptr);
+        tracing::debug!(actor = %self.id, "deactivated");
+    }
+}
+
+impl<A: Actor> AnyActivation for Activation<A> {
+    fn admit(&self, deadline: Instant) -> BoxFuture<'_, Result<(), CallFailure>> {
+        Box::pin(async move {
+            match tokio::time::timeout_at(deadline.into(), self.mailbox.acquire()).await {
+                Ok(Ok(permit)) => {
+                    // Returned by the call's task once it holds the activation.
+                    permit.forget();
+                    Ok(())
+                }
+                Ok(Err(_)) => Err(CallFailure::Shutdown),
+                Err(_) => Err(CallFailure::Unavailable(format!(
+                    "mailbox of {} full until the deadline",
+                    self.id
+                ))),
+            }
+        })
+    }
+
+    fn run(
+        self: Arc<Self>,
+        rt: Arc<Runtime>,
+        call: Arc<RawCall>,
+    ) -> BoxFuture<'static, Result<CallResult, Gone>> {
+        Box::pin(async move {
+            let mut inner = self.inner.lock().await;
+            self.mailbox.add_permits(1);
+            if !inner.alive {
+                return Err(Gone);
+            }
+            self.last_used.store(rt.now_ms(), Ordering::Relaxed);
+            let out = self.process(&rt, &mut inner, &call).await;
+            if !inner.alive {
+                let ptr = Arc::as_ptr(&self) as *const () as usize;
+                self.deactivate_locked(&rt, &mut inner, ptr).await;
+            }
+            self.last_used.store(rt.now_ms(), Ordering::Relaxed);
+            Ok(out)
+        })
+    }
+
+    fn idle_ms(&self, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(self.last_used.load(Ordering::Relaxed))
+    }
+
+    fn deactivate(self: Arc<Self>, rt: Arc<Runtime>, only_if_idle: bool) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            let ptr = Arc::as_ptr(&self) as *const () as usize;
+            let mut inner = if only_if_idle {
+                match self.inner.try_lock() {
+                    Ok(g) => g,
+                    Err(_) => return,
+                }
+            } else {
+                self.inner.lock().await
+            };
+            let idle = self.mailbox.available_permits() == self.cap
+                && self.idle_ms(rt.now_ms()) >= rt.config.idle_timeout.as_millis() as u64;
+            if inner.alive && (idle || !only_if_idle) {
+                self.deactivate_locked(&rt, &mut inner, ptr).await;
+            }
+        })
+    }
+}
+
+type Cell = OnceCell<Arc<dyn AnyActivation>>;
+
+/// The runtime of one node.
+pub(crate) struct Runtime {
+    pub(crate) node: NodeId,
+    pub(crate) incarnation: u64,
+    pub(crate) raft: Raft,
+    pub(crate) view: StateView,
+    pub(crate) registry: HashMap<&'static str, Arc<dyn Factory>>,
+    pub(crate) config: RuntimeConfig,
+    pub(crate) proposer: Proposer,
+    table: Mutex<HashMap<ActorId, Arc<Cell>>>,
+    client: u64,
+    seq: AtomicU64,
+    started: Instant,
+    shutting_down: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The table stays consistent if a holder panicked: every critical section is one map call.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Runtime {
+    pub(crate) fn new(
+        node: NodeId,
+        incarnation: u64,
+        raft: Raft,
+        view: StateView,
+        registry: HashMap<&'static str, Arc<dyn Factory>>,
+        config: RuntimeConfig,
+    ) -> Arc<Self> {
+        let proposer = Proposer::start(raft.clone(), config.max_batch, config.max_inflight_batches);
+        let rt = Arc::new(Self {
+            node,
+            incarnation,
+            raft,
+            view,
+            registry,
+            config,
+            proposer,
+            table: Mutex::new(HashMap::new()),
+            client: rand::random(),
+            seq: AtomicU64::new(0),
+            started: Instant::now(),
+            shutting_down: AtomicBool::new(false),
+        });
+        tokio::spawn(sweep(Arc::downgrade(&rt)));
+        rt
+    }
+
+    pub(crate) fn node_id(&self) -> NodeId {
+        self.node
+    }
+
+    pub(crate) fn call_timeout(&self) -> Duration {
+        self.config.call_timeout
+    }
+
+    pub(crate) fn next_request_id(&self) -> RequestId {
+        RequestId {
+            client: self.client,
+            seq: self.seq.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Number of live activations.
+    pub(crate) fn activations(&self) -> usize {
+        lock(&self.table)
+            .values()
+            .filter(|c| c.initialized())
+            .count()
+    }
+
+    /// Run one call: find or create the activation, wait for a mailbox slot, run it.
+    ///
+    /// Boxed: handlers call other actors through it, and an unboxed future would nest the
+    /// whole runtime's state into every handler's future.
+    pub(crate) fn call_raw(self: &Arc<Self>, call: RawCall) -> BoxFuture<'static, CallResult> {
+        Box::pin(self.clone().call_inner(call))
+    }
+
+    async fn call_inner(self: Arc<Self>, call: RawCall) -> CallResult {
+        if self.shutting_down.load(Ordering::Relaxed) {
+            return Err(CallFailure::Shutdown);
+        }
+        if call.chain.contains(&call.actor) {
+            let mut cycle = call.chain.to_vec();
+            cycle.push(call.actor.clone());
+            return Err(CallFailure::CallCycle(cycle));
+        }
+        let call = Arc::new(call);
+        loop {
+            if Instant::now() >= call.deadline {
+                return Err(CallFailure::Timeout);
+            }
+            let act = self.activation(&call.actor, call.deadline).await?;
+            act.admit(call.deadline).await?;
+            let task = tokio::spawn(act.run(self.clone(), call.clone()));
+            match tokio::time::timeout_at(call.deadline.into(), task).await {
+                Err(_) => return Err(CallFailure::Timeout),
+                Ok(Err(e)) => return Err(CallFailure::Unavailable(format!("call task: {e}"))),
+                Ok(Ok(Ok(r))) => return r,
+                Ok(Ok(Err(Gone))) => continue,
+            }
+        }
+    }
+
+    async fn activation(
+        self: &Arc<Self>,
+        id: &ActorId,
+        deadline: Instant,
+    ) -> Result<Arc<dyn AnyActivation>, CallFailure> {
+        let cell = lock(&self.table).entry(id.clone()).or_default().clone();
+        if let Some(a) = cell.get() {
+            return Ok(a.clone());
+        }
+        let init = cell.get_or_try_init(|| self.clone().activate(id.clone(), deadline));
+        let res = match tokio::time::timeout_at(deadline.into(), init).await {
+            Ok(r) => r.cloned(),
+            Err(_) => Err(CallFailure::Timeout),
+        };
+        if res.is_err() {
+            // Leave nothing half-alive behind.
+            let mut table = lock(&self.table);
+            if table
+                .get(id)
+                .is_some_and(|c| Arc::ptr_eq(c, &cell) && !c.initialized())
+            {
+                table.remove(id);
+            }
+        }
+        res
+    }
+
+    async fn activate(
+        self: Arc<Self>,
+        id: ActorId,
+        deadline: Instant,
+    ) -> Result<Arc<dyn AnyActivation>, CallFailure> {
+        let factory = self
+            .registry
+            .get(id.kind.as_str())
+            .cloned()
+            .ok_or_else(|| {
+                CallFailure::BadRequest(format!(
+                    "actor type {} is not registered on this node",
+                    id.kind
+                ))
+            })?;
+        let epoch = self.place(&id).await?;
+        let state = self
+            .view
+            .actor_state(&id)
+            .await
+            .map_err(|e| CallFailure::Unavailable(e.to_string()))?
+            .map(|s| s.state);
+        tracing::debug!(actor = %id, epoch, "activating");
+        factory
+            .activate(self.clone(), id, epoch, state, deadline)
+            .await
+    }
+
+    /// Make sure this node owns `id` and return the epoch: reuse a sticky placement, or commit a
+    /// new one.
+    async fn place(&self, id: &ActorId) -> Result<u64, CallFailure> {
+        self.linearize().await?;
+        let owner = self
+            .view
+            .owner(id)
+            .await
+            .map_err(|e| CallFailure::Unavailable(e.to_string()))?;
+        match owner {
+            Some(p) if p.node == self.node && p.incarnation == self.incarnation => {
+                return Ok(p.epoch);
+            }
+            Some(p) => return Err(CallFailure::NotOwner(Some(p.node))),
+            None => {}
+        }
+        let cmd = Command::Activate {
+            actor: id.clone(),
+            preferred: self.node,
+        };
+        match self.proposer.propose(cmd).await {
+            Ok(CommandResult::Activate(ActivateResult::Placed { placement: p, .. })) => {
+                if p.node == self.node && p.incarnation == self.incarnation {
+                    Ok(p.epoch)
+                } else {
+                    Err(CallFailure::NotOwner(Some(p.node)))
+                }
+            }
+            Ok(CommandResult::Activate(ActivateResult::NodeUnavailable { node })) => Err(
+                CallFailure::Unavailable(format!("node {node} is not alive in the directory")),
+            ),
+            Ok(other) => Err(CallFailure::Unavailable(format!(
+                "unexpected activation result {other:?}"
+            ))),
+            Err(e) => Err(CallFailure::Unavailable(e.to_string())),
+        }
+    }
+
+    /// Wait for a Raft read index: everything committed before now is applied locally.
+    async fn linearize(&self) -> Result<(), CallFailure> {
+        self.raft
+            .ensure_linearizable(ReadPolicy::ReadIndex)
+            .await
+            .map(|_| ())
+            .map_err(|e| CallFailure::Unavailable(format!("no linearizable read: {e}")))
+    }
+
+    /// Confirm through a read index that `epoch` is still the current placement of `id` here.
+    async fn confirm_owner(&self, id: &ActorId, epoch: u64) -> Result<(), CallFailure> {
+        self.linearize().await?;
+        match self.view.owner(id).await {
+            Ok(Some(p))
+                if p.node == self.node && p.incarnation == self.incarnation && p.epoch == epoch =>
+            {
+                Ok(())
+            }
+            Ok(p) => Err(CallFailure::NotOwner(p.map(|p| p.node))),
+            Err(e) => Err(CallFailure::Unavailable(e.to_string())),
+        }
+    }
+
+    fn remove(&self, id: &ActorId, activation: usize) {
+        let mut table = lock(&self.table);
+        let same = table.get(id).is_some_and(|c| {
+            c.get()
+                .is_some_and(|a| Arc::as_ptr(a) as *const () as usize == activation)
+        });
+        if same {
+            table.remove(id);
+        }
+    }
+
+    /// Stop accepting calls and deactivate every activation (running their hooks).
+    pub(crate) async fn shutdown(self: &Arc<Self>) {
+        self.shutting_down.store(true, Ordering::Relaxed);
+        let all: Vec<Arc<dyn AnyActivation>> = lock(&self.table)
+            .values()
+            .filter_map(|c| c.get().cloned())
+            .collect();
+        for a in all {
+            a.deactivate(self.clone(), false).await;
+        }
+    }
+}
+
+async fn sweep(rt: Weak<Runtime>) {
+    let period = match rt.upgrade() {
+        Some(rt) => (rt.config.idle_timeout / 4).max(Duration::from_millis(5)),
+        None => return,
+    };
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(rt) = rt.upgrade() else { return };
+        if rt.shutting_down.load(Ordering::Relaxed) {
+            return;
+        }
+        let now = rt.now_ms();
+        let limit = rt.config.idle_timeout.as_millis() as u64;
+        let idle: Vec<Arc<dyn AnyActivation>> = lock(&rt.table)
+            .values()
+            .filter_map(|c| c.get())
+            .filter(|a| a.idle_ms(now) >= limit)
+            .cloned()
+            .collect();
+        for a in idle {
+            a.deactivate(rt.clone(), true).await;
+        }
+    }
+}
