@@ -74,6 +74,8 @@ pub struct NodeRecord {
     pub addr: String,
     /// Actor types this node can host (placement candidates).
     pub actor_types: Vec<String>,
+    /// Valid placements on this node in its current incarnation (for least-loaded placement).
+    pub placements: u64,
 }
 
 /// The durable state of one actor.

@@ -179,12 +179,18 @@ fn register<T: Tables>(
             });
         }
     }
+    // Same incarnation re-registering keeps its count; a new one starts with no placements.
+    let placements = match tables.node(node)? {
+        Some(cur) if cur.incarnation == incarnation => cur.placements,
+        _ => 0,
+    };
     tables.put_node(&NodeRecord {
         node,
         incarnation,
         alive: true,
         addr: addr.to_owned(),
         actor_types: actor_types.to_vec(),
+        placements,
     })?;
     Ok(RegisterResult::Registered)
 }
@@ -218,9 +224,14 @@ fn activate<T: Tables>(
             fresh: false,
         });
     }
-    let Some(node) = tables.node(preferred)?.filter(|n| n.alive) else {
+    let Some(mut node) = tables.node(preferred)?.filter(|n| n.alive) else {
         return Ok(ActivateResult::NodeUnavailable { node: preferred });
     };
+    if let Some(old) = rec.and_then(|r| r.owner) {
+        uncount(tables, old)?;
+    }
+    node.placements += 1;
+    tables.put_node(&node)?;
     let epoch = rec.map_or(0, |r| r.epoch) + 1;
     let owner = Owner {
         node: node.node,
@@ -300,12 +311,25 @@ fn release<T: Tables>(
 ) -> Result<ReleaseResult, T::Error> {
     match tables.placement(actor)? {
         Some(mut rec) if rec.owner.is_some() && rec.epoch == epoch => {
-            rec.owner = None;
+            if let Some(old) = rec.owner.take() {
+                uncount(tables, old)?;
+            }
             tables.put_placement(actor, &rec)?;
             Ok(ReleaseResult::Released)
         }
         _ => Ok(ReleaseResult::StaleEpoch),
     }
+}
+
+/// A placement of `owner` ends: count it off its node if it was made in the current incarnation.
+fn uncount<T: Tables>(tables: &mut T, owner: Owner) -> Result<(), T::Error> {
+    if let Some(mut n) = tables.node(owner.node)?
+        && n.incarnation == owner.incarnation
+    {
+        n.placements = n.placements.saturating_sub(1);
+        tables.put_node(&n)?;
+    }
+    Ok(())
 }
 
 /// In-memory [`Tables`] over `BTreeMap`s, for tests and tools.

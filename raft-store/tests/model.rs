@@ -20,6 +20,8 @@ const KEYS: [&str; 4] = ["a", "b", "c", "d"];
 struct Model {
     /// node -> (incarnation, alive)
     nodes: BTreeMap<u64, (u64, bool)>,
+    /// node -> valid placements made in its current incarnation
+    counts: BTreeMap<u64, u64>,
     /// key -> (owner (node, incarnation), last epoch)
     placements: BTreeMap<String, (Option<(u64, u64)>, u64)>,
     /// key -> (version, state)
@@ -29,6 +31,14 @@ struct Model {
 }
 
 impl Model {
+    /// A placement of `(node, incarnation)` ends.
+    fn uncount(&mut self, (node, inc): (u64, u64)) {
+        if self.nodes.get(&node).map(|n| n.0) == Some(inc) {
+            let c = self.counts.entry(node).or_default();
+            *c = c.saturating_sub(1);
+        }
+    }
+
     fn owner(&self, key: &str) -> Option<Placement> {
         let (owner, epoch) = self.placements.get(key)?;
         let (node, inc) = (*owner)?;
@@ -55,6 +65,9 @@ impl Model {
                         current: *cur,
                     });
                 }
+                if self.nodes.get(node).map(|n| n.0) != Some(*incarnation) {
+                    self.counts.insert(*node, 0);
+                }
                 self.nodes.insert(*node, (*incarnation, true));
                 CommandResult::Register(RegisterResult::Registered)
             }
@@ -75,6 +88,10 @@ impl Model {
                 match self.nodes.get(preferred) {
                     Some((inc, true)) => {
                         let inc = *inc;
+                        if let Some((Some(old), _)) = self.placements.get(&actor.key).copied() {
+                            self.uncount(old);
+                        }
+                        *self.counts.entry(*preferred).or_default() += 1;
                         let epoch = self.placements.get(&actor.key).map_or(0, |p| p.1) + 1;
                         self.placements
                             .insert(actor.key.clone(), (Some((*preferred, inc)), epoch));
@@ -127,7 +144,10 @@ impl Model {
             }
             Command::Release { actor, epoch } => match self.placements.get_mut(&actor.key) {
                 Some((owner @ Some(_), e)) if e == epoch => {
-                    *owner = None;
+                    let old = owner.take();
+                    if let Some(old) = old {
+                        self.uncount(old);
+                    }
                     CommandResult::Release(ReleaseResult::Released)
                 }
                 _ => CommandResult::Release(ReleaseResult::StaleEpoch),
@@ -218,14 +238,18 @@ async fn compare_state(view: &raft_store::StateView, model: &Model) {
             }
         }
     }
-    let nodes: Vec<(u64, u64, bool)> = view
+    let nodes: Vec<(u64, u64, bool, u64)> = view
         .nodes()
         .await
         .expect("nodes")
         .into_iter()
-        .map(|n| (n.node, n.incarnation, n.alive))
+        .map(|n| (n.node, n.incarnation, n.alive, n.placements))
         .collect();
-    let want: Vec<(u64, u64, bool)> = model.nodes.iter().map(|(n, (i, a))| (*n, *i, *a)).collect();
+    let want: Vec<(u64, u64, bool, u64)> = model
+        .nodes
+        .iter()
+        .map(|(n, (i, a))| (*n, *i, *a, model.counts.get(n).copied().unwrap_or(0)))
+        .collect();
     assert_eq!(nodes, want);
 }
 

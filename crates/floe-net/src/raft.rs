@@ -379,7 +379,10 @@ impl RaftService {
                 .map(Reply::Vote)
                 .map_err(internal),
             Request::Propose(cmd) => match self.raft.client_write(cmd).await {
-                Ok(resp) => Ok(Reply::Proposed(resp.data)),
+                Ok(resp) => Ok(Reply::Proposed {
+                    result: resp.data,
+                    index: resp.log_id.index,
+                }),
                 Err(e) => Err(match e.forward_to_leader() {
                     Some(f) => not_leader(f),
                     None => WireError::new(ErrorKind::Unavailable, e.to_string()),
@@ -397,7 +400,10 @@ impl RaftService {
                 }
             }
             Request::Ping => Ok(Reply::Pong),
-            Request::Call(_) => return None,
+            Request::Call(_)
+            | Request::Members
+            | Request::AddNode { .. }
+            | Request::RemoveNode { .. } => return None,
         })
     }
 

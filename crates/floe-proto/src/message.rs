@@ -74,12 +74,44 @@ pub enum Request {
     Call(CallRequest),
     /// Liveness probe; answered with [`Reply::Pong`].
     Ping,
+    /// The nodes of the cluster and their addresses (for clients and joining nodes).
+    Members,
+    /// Add a node to the Raft membership (as learner, then voter if asked). Node certificates
+    /// only; served by the leader.
+    AddNode {
+        /// The node to add.
+        node: NodeId,
+        /// Its QUIC address.
+        addr: String,
+        /// Make it a voter once it caught up.
+        voter: bool,
+    },
+    /// Remove a node from the Raft membership. Node certificates only; served by the leader.
+    RemoveNode {
+        /// The node to remove.
+        node: NodeId,
+    },
+}
+
+/// One node as [`Request::Members`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// The node.
+    pub node: NodeId,
+    /// Its QUIC address.
+    pub addr: String,
+    /// Whether it votes.
+    pub voter: bool,
+    /// Whether the directory considers it alive.
+    pub alive: bool,
+    /// Whether it is the current leader.
+    pub leader: bool,
 }
 
 impl Request {
     /// Whether only nodes (not clients) may send this request.
     pub fn node_only(&self) -> bool {
-        !matches!(self, Request::Call(_) | Request::Ping)
+        !matches!(self, Request::Call(_) | Request::Ping | Request::Members)
     }
 
     /// Short name for logs and metrics.
@@ -92,6 +124,9 @@ impl Request {
             Request::ReadIndex => "read_index",
             Request::Call(_) => "call",
             Request::Ping => "ping",
+            Request::Members => "members",
+            Request::AddNode { .. } => "add_node",
+            Request::RemoveNode { .. } => "remove_node",
         }
     }
 }
@@ -109,6 +144,10 @@ pub struct CallRequest {
     pub request: RequestId,
     /// Time the caller still waits, in milliseconds; the server gives up after it.
     pub timeout_ms: u32,
+    /// Actors waiting on this call (for the call-cycle rule), outermost first.
+    pub chain: Vec<ActorId>,
+    /// Nodes this call already crossed; a node forwards a call at most once.
+    pub hops: u8,
 }
 
 /// A successful answer.
@@ -118,15 +157,29 @@ pub enum Reply {
     AppendEntries(AppendEntriesResponse),
     /// Answer to [`Request::Vote`] and [`Request::PreVote`].
     Vote(VoteResponse),
-    /// Answer to [`Request::Propose`]: the command's result once applied.
-    Proposed(CommandResult),
+    /// Answer to [`Request::Propose`]: the command's result once applied on the leader, and
+    /// the log index to wait for before reading it locally.
+    Proposed {
+        /// The command's result.
+        result: CommandResult,
+        /// Index of the entry that carried it.
+        index: u64,
+    },
     /// Answer to [`Request::ReadIndex`]: the log index a linearizable read must wait for.
     ReadIndex {
         /// Apply at least up to this index before reading.
         index: u64,
     },
-    /// Answer to [`Request::Call`]: the serialized reply.
-    Call(Vec<u8>),
+    /// Answer to [`Request::Call`]: the serialized reply, and the node that owns the actor
+    /// (callers cache it and go there directly).
+    Call {
+        /// The handler's serialized reply.
+        payload: Vec<u8>,
+        /// The owner that ran the call.
+        owner: NodeHint,
+    },
+    /// Answer to [`Request::Members`].
+    Members(Vec<MemberInfo>),
     /// Answer to [`Request::Ping`].
     Pong,
 }
@@ -168,6 +221,12 @@ pub enum ErrorKind {
     Forbidden,
     /// A server-side failure (storage, bug): back off; retry with the same request id.
     Internal,
+    /// The handler panicked; the actor's state was rolled back: give up.
+    Panicked,
+    /// The actor's activate hook failed: give up (or retry later).
+    ActivationFailed,
+    /// The call would wait on an actor that waits on the caller: give up.
+    CallCycle(Vec<ActorId>),
 }
 
 /// The caller's next move for an [`ErrorKind`].
@@ -190,7 +249,12 @@ impl ErrorKind {
             ErrorKind::NotOwner { .. } | ErrorKind::NotLeader { .. } => Action::Reroute,
             ErrorKind::Unavailable | ErrorKind::Internal => Action::BackOff,
             ErrorKind::Timeout => Action::RetrySameId,
-            ErrorKind::Rejected(_) | ErrorKind::BadRequest | ErrorKind::Forbidden => Action::GiveUp,
+            ErrorKind::Rejected(_)
+            | ErrorKind::BadRequest
+            | ErrorKind::Forbidden
+            | ErrorKind::Panicked
+            | ErrorKind::ActivationFailed
+            | ErrorKind::CallCycle(_) => Action::GiveUp,
         }
     }
 }

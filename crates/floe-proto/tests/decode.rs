@@ -30,6 +30,8 @@ fn samples() -> Vec<Open> {
             payload: vec![1, 2, 3],
             request: RequestId { client: 9, seq: 4 },
             timeout_ms: 500,
+            chain: vec![ActorId::new("bank.Teller", "t1")],
+            hops: 1,
         })),
         Open::AppendStream,
     ]
@@ -52,10 +54,17 @@ fn envelopes_round_trip() {
             ..
         })
     ));
-    let ok: Response = Ok(Reply::Call(vec![5]));
+    let owner = floe_proto::NodeHint {
+        node: 3,
+        addr: "10.0.0.3:7000".into(),
+    };
+    let ok: Response = Ok(Reply::Call {
+        payload: vec![5],
+        owner: owner.clone(),
+    });
     let f = encode_frame(&ok, DEFAULT_MAX_FRAME).expect("encode");
     assert!(
-        matches!(decode_frame::<Response>(&f, DEFAULT_MAX_FRAME), Ok(Ok(Reply::Call(v))) if v == vec![5])
+        matches!(decode_frame::<Response>(&f, DEFAULT_MAX_FRAME), Ok(Ok(Reply::Call { payload, owner: o })) if payload == vec![5] && o == owner)
     );
 }
 

@@ -183,10 +183,11 @@ impl<A: Actor> ActorRef<A> {
             request: self.request.unwrap_or_else(|| rt.next_request_id()),
             deadline,
             chain: self.chain.clone(),
+            hops: 0,
         };
         let result = rt.call_raw(call);
         drop(rt);
-        match result.await {
+        match result.await.map(|(bytes, _owner)| bytes) {
             Ok(bytes) => floe_proto::codec::decode_body(&bytes).map_err(|e| {
                 CallError::Failed(CallFailure::BadRequest(format!("decoding the reply: {e}")))
             }),

@@ -53,6 +53,7 @@
 extern crate self as floe;
 
 mod actor;
+mod cluster;
 mod context;
 mod error;
 mod node;
@@ -60,12 +61,17 @@ mod proposer;
 mod runtime;
 
 pub use actor::{Actor, ActorError, DispatchError, Handler, Lifecycle, Message, Never, StateError};
+pub use cluster::{
+    ClusterConfig, ClusterView, MemberView, Placement, PlacementStrategy, from_wire,
+};
 pub use context::{ActorRef, Context};
 pub use error::{CallError, CallFailure};
 pub use floe_macros::{Actor, Message};
+pub use floe_net::{TlsMaterial, certs};
 pub use node::{BuildError, Node, NodeBuilder, RuntimeConfig};
 pub use proposer::ProposeError;
-pub use raft_store::{ActorId, RequestId};
+pub use raft_store::types::NodeId;
+pub use raft_store::{ActorId, NodeRecord, RequestId};
 
 /// Everything an actor implementation needs.
 pub mod prelude {

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use raft_store::StoreConfig;
+use raft_store::types::WatchReceiver;
 use raft_store::types::openraft::error::{
     NetworkError, RPCError, ReplicationClosed, StreamingError,
 };
@@ -15,9 +17,12 @@ use raft_store::types::openraft::raft::{
 };
 use raft_store::types::openraft::{RaftNetworkV2, ServerState};
 use raft_store::types::{NodeId, NodeInfo, NodeRole, Raft, RaftConfig, Snapshot, TypeConfig, Vote};
-use raft_store::{Command, CommandResult, RegisterResult, StoreConfig};
+
+use floe_net::raft::{QuicRaftNetwork, RaftService};
+use floe_net::{Role, Transport, TransportConfig};
 
 use crate::actor::Actor;
+use crate::cluster::{ClusterConfig, ClusterView, Link, NodeService};
 use crate::context::ActorRef;
 use crate::runtime::{Factory, Runtime, TypedFactory};
 
@@ -105,6 +110,7 @@ pub struct NodeBuilder {
     store: StoreConfig,
     registry: HashMap<&'static str, Arc<dyn Factory>>,
     duplicate: Option<&'static str>,
+    cluster: Option<ClusterConfig>,
 }
 
 impl std::fmt::Debug for NodeBuilder {
@@ -142,6 +148,12 @@ impl NodeBuilder {
         self
     }
 
+    /// Run as a member of a cluster (QUIC with mutual TLS) instead of a lone embedded node.
+    pub fn cluster(mut self, config: ClusterConfig) -> Self {
+        self.cluster = Some(config);
+        self
+    }
+
     /// Host actors of type `A` on this node.
     pub fn register<A: Actor>(mut self) -> Self {
         if self
@@ -172,64 +184,152 @@ impl NodeBuilder {
             source,
         };
         std::fs::create_dir_all(&dir).map_err(io)?;
+        let raft_err = |e: &dyn std::fmt::Display| BuildError::Raft(e.to_string());
+
+        // The transport first: a bad certificate or a busy port fails before any state changes.
+        let link = match &self.cluster {
+            None => None,
+            Some(c) => {
+                if c.tls.role != Role::Node(self.id) {
+                    return Err(BuildError::Config(format!(
+                        "the certificate is for {}, not for node {}",
+                        c.tls.role, self.id
+                    )));
+                }
+                let tc = TransportConfig {
+                    listen: c.listen,
+                    ..c.transport.clone()
+                };
+                let transport =
+                    Transport::bind(tc, &c.tls).map_err(|e| BuildError::Config(e.to_string()))?;
+                let bound = transport.local_addr().map_err(io)?;
+                Some(Link {
+                    transport,
+                    advertise: c.advertise.clone().unwrap_or_else(|| bound.to_string()),
+                    node_timeout: c.node_timeout,
+                    placement: c.placement.clone(),
+                })
+            }
+        };
         let incarnation = next_incarnation(&dir).map_err(io)?;
         let (log, sm) = raft_store::open(dir.join("raft"), &self.store)?;
         let view = sm.view();
         let config = RaftConfig {
             cluster_name: "floe".into(),
+            heartbeat_interval: 100,
+            election_timeout_min: 400,
+            election_timeout_max: 800,
             enable_pre_vote: Some(true),
+            snapshot_policy: raft_store::types::openraft::SnapshotPolicy::LogsSinceLast(10_000),
+            max_in_snapshot_log_to_keep: 1_000,
+            install_snapshot_timeout: 10_000,
             ..Default::default()
         };
-        let config = Arc::new(
-            config
-                .validate()
-                .map_err(|e| BuildError::Raft(e.to_string()))?,
-        );
-        let raft = Raft::new(self.id, config, LocalOnly, log, sm)
-            .await
-            .map_err(|e| BuildError::Raft(e.to_string()))?;
-        if !raft
-            .is_initialized()
-            .await
-            .map_err(|e| BuildError::Raft(e.to_string()))?
-        {
-            let members = BTreeMap::from([(self.id, NodeInfo::new("local", NodeRole::Voter))]);
-            raft.initialize(members)
-                .await
-                .map_err(|e| BuildError::Raft(e.to_string()))?;
+        let config = Arc::new(config.validate().map_err(|e| raft_err(&e))?);
+        let raft = match &link {
+            None => Raft::new(self.id, config, LocalOnly, log, sm).await,
+            Some(l) => {
+                let net = QuicRaftNetwork::new(self.id, l.transport.clone());
+                Raft::new(self.id, config, net, log, sm).await
+            }
         }
-        let wait = raft.wait(Some(Duration::from_secs(30)));
-        wait.state(ServerState::Leader, "single node elects itself")
-            .await
-            .map_err(|e| BuildError::Raft(e.to_string()))?;
-        let mut actor_types: Vec<String> = self.registry.keys().map(|k| k.to_string()).collect();
-        actor_types.sort();
+        .map_err(|e| raft_err(&e))?;
+        let initialized = raft.is_initialized().await.map_err(|e| raft_err(&e))?;
+        match (&self.cluster, &link) {
+            (None, _) => {
+                if !initialized {
+                    let members =
+                        BTreeMap::from([(self.id, NodeInfo::new("local", NodeRole::Voter))]);
+                    raft.initialize(members).await.map_err(|e| raft_err(&e))?;
+                }
+            }
+            (Some(c), Some(_)) => {
+                if !initialized && !c.bootstrap.is_empty() {
+                    if !c.bootstrap.iter().any(|(id, _)| *id == self.id) {
+                        return Err(BuildError::Config(format!(
+                            "bootstrap voters do not include this node ({})",
+                            self.id
+                        )));
+                    }
+                    let members: BTreeMap<NodeId, NodeInfo> = c
+                        .bootstrap
+                        .iter()
+                        .map(|(id, addr)| (*id, NodeInfo::new(addr.clone(), NodeRole::Voter)))
+                        .collect();
+                    raft.initialize(members).await.map_err(|e| raft_err(&e))?;
+                }
+            }
+            (Some(_), None) => {
+                return Err(BuildError::Config(
+                    "cluster mode without a transport".into(),
+                ));
+            }
+        }
         let rt = Runtime::new(
             self.id,
             incarnation,
+            dir.clone(),
             raft.clone(),
             view,
             self.registry,
             self.runtime,
+            link,
         );
-        let reg = Command::RegisterNode {
-            node: self.id,
-            incarnation,
-            addr: "local".into(),
-            actor_types,
-        };
-        match rt.proposer.propose(reg).await {
-            Ok(CommandResult::Register(RegisterResult::Registered)) => {}
-            Ok(other) => return Err(BuildError::Register(format!("{other:?}"))),
-            Err(e) => return Err(BuildError::Register(e.to_string())),
+        if let (Some(c), Some(l)) = (&self.cluster, &rt.link) {
+            let service = NodeService {
+                raft_service: RaftService::new(raft.clone(), dir.join("incoming")).map_err(io)?,
+                rt: Arc::downgrade(&rt),
+                membership: tokio::sync::Mutex::new(()),
+            };
+            l.transport.serve(Arc::new(service));
+            let me = self.id;
+            let member =
+                |m: &raft_store::types::openraft::RaftMetrics<raft_store::types::TypeConfig>| {
+                    m.current_leader.is_some()
+                        && m.membership_config
+                            .membership()
+                            .nodes()
+                            .any(|(id, _)| *id == me)
+                };
+            if !member(&raft.metrics().borrow_watched()) && !c.join.is_empty() {
+                let deadline = std::time::Instant::now() + Duration::from_secs(60);
+                crate::cluster::join(
+                    &l.transport,
+                    &c.join,
+                    me,
+                    &l.advertise,
+                    c.join_as_voter,
+                    deadline,
+                )
+                .await
+                .map_err(|e| BuildError::Register(format!("joining through {:?}: {e}", c.join)))?;
+            }
+            raft.wait(Some(Duration::from_secs(60)))
+                .metrics(member, "a leader and membership")
+                .await
+                .map_err(|e| raft_err(&e))?;
+            tokio::spawn(crate::cluster::failure_detector(
+                Arc::downgrade(&rt),
+                l.node_timeout,
+            ));
+            tokio::spawn(crate::cluster::self_fence(
+                Arc::downgrade(&rt),
+                l.node_timeout / 2,
+            ));
+        } else {
+            raft.wait(Some(Duration::from_secs(30)))
+                .state(ServerState::Leader, "single node elects itself")
+                .await
+                .map_err(|e| raft_err(&e))?;
         }
+        rt.register().await.map_err(BuildError::Register)?;
         tracing::info!(node = self.id, incarnation, dir = %dir.display(), "node started");
         Ok(Node { rt, raft })
     }
 }
 
 /// Read, increment and durably store the node's incarnation.
-fn next_incarnation(dir: &Path) -> std::io::Result<u64> {
+pub(crate) fn next_incarnation(dir: &Path) -> std::io::Result<u64> {
     let path = dir.join("incarnation");
     let current = match std::fs::read_to_string(&path) {
         Ok(s) => s.trim().parse::<u64>().map_err(|e| {
@@ -275,6 +375,7 @@ impl Node {
             store: StoreConfig::default(),
             registry: HashMap::new(),
             duplicate: None,
+            cluster: None,
         }
     }
 
@@ -288,9 +389,51 @@ impl Node {
         self.rt.node
     }
 
-    /// This node's incarnation (incremented at every start).
+    /// This node's incarnation (incremented at every start, and when it rejoins after being
+    /// declared down).
     pub fn incarnation(&self) -> u64 {
-        self.rt.incarnation
+        self.rt.incarnation()
+    }
+
+    /// The address other nodes and clients reach this node at (cluster mode).
+    pub fn addr(&self) -> Option<String> {
+        self.rt.link.as_ref().map(|l| l.advertise.clone())
+    }
+
+    /// The cluster as this node sees it: leader, term, members with roles and health.
+    pub async fn cluster(&self) -> ClusterView {
+        crate::cluster::cluster_view(&self.raft, &self.rt.view).await
+    }
+
+    /// A receiver of the cluster view, updated whenever Raft's metrics change.
+    pub fn watch_cluster(&self) -> tokio::sync::watch::Receiver<ClusterView> {
+        let raft = self.raft.clone();
+        let view = self.rt.view.clone();
+        let initial = ClusterView {
+            this: self.rt.node,
+            state: String::new(),
+            leader: None,
+            term: 0,
+            last_applied: None,
+            members: Vec::new(),
+        };
+        let (tx, rx) = tokio::sync::watch::channel(initial);
+        tokio::spawn(async move {
+            let mut metrics = raft.metrics();
+            loop {
+                let v = crate::cluster::cluster_view(&raft, &view).await;
+                tx.send_if_modified(|cur| {
+                    let changed = *cur != v;
+                    *cur = v;
+                    changed
+                });
+                tokio::select! {
+                    r = metrics.changed() => if r.is_err() { return },
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        rx
     }
 
     /// Number of live activations on this node.
@@ -306,6 +449,9 @@ impl Node {
     /// Deactivate every actor (running their hooks) and stop Raft. Committed state is durable.
     pub async fn shutdown(self) -> Result<(), BuildError> {
         self.rt.shutdown().await;
+        if let Some(l) = &self.rt.link {
+            l.transport.shutdown(Duration::from_millis(200)).await;
+        }
         self.raft
             .shutdown()
             .await

@@ -5,8 +5,11 @@
 //! load and a lone command goes out at once.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use raft_store::types::{NodeId, Raft};
+use floe_net::{RpcError, Transport};
+use floe_proto::{ErrorKind, Reply, Request, WireError};
+use raft_store::types::{NodeId, Raft, WatchReceiver};
 use raft_store::{Command, CommandResult};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -21,22 +24,35 @@ pub enum ProposeError {
     Unknown(String),
 }
 
-type Reply = oneshot::Sender<Result<CommandResult, ProposeError>>;
+type Waiter = oneshot::Sender<Result<CommandResult, ProposeError>>;
 
 /// Handle to the proposer task; cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct Proposer {
-    tx: mpsc::Sender<(Command, Reply)>,
+    tx: mpsc::Sender<(Command, Waiter)>,
 }
 
 impl Proposer {
-    pub(crate) fn start(raft: Raft, max_batch: usize, max_inflight: usize) -> Self {
+    /// Start the proposer task. With a transport, proposals made while this node is not the
+    /// leader are forwarded to the leader, and the result is returned once this node applied it.
+    pub(crate) fn start(
+        raft: Raft,
+        forward: Option<Transport>,
+        max_batch: usize,
+        max_inflight: usize,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(max_batch.max(1) * 4);
-        tokio::spawn(run(raft, rx, max_batch.max(1), max_inflight.max(1)));
+        tokio::spawn(run(
+            raft,
+            forward,
+            rx,
+            max_batch.max(1),
+            max_inflight.max(1),
+        ));
         Self { tx }
     }
 
-    /// Propose `cmd` and wait until it is committed and applied on the leader.
+    /// Propose `cmd` and wait until it is committed and applied (on this node too).
     pub(crate) async fn propose(&self, cmd: Command) -> Result<CommandResult, ProposeError> {
         let (tx, rx) = oneshot::channel();
         self.tx
@@ -50,7 +66,8 @@ impl Proposer {
 
 async fn run(
     raft: Raft,
-    mut rx: mpsc::Receiver<(Command, Reply)>,
+    forward: Option<Transport>,
+    mut rx: mpsc::Receiver<(Command, Waiter)>,
     max_batch: usize,
     max_inflight: usize,
 ) {
@@ -68,9 +85,10 @@ async fn run(
             }
         }
         let raft = raft.clone();
+        let forward = forward.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            propose_batch(&raft, batch).await;
+            propose_batch(&raft, forward.as_ref(), batch).await;
         });
     }
 }
@@ -80,6 +98,84 @@ type WriteError = raft_store::types::openraft::error::RaftError<
     raft_store::types::openraft::error::ClientWriteError<raft_store::types::TypeConfig>,
 >;
 
+/// How long a proposal may wait for a leader.
+const PROPOSE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Propose one command (possibly a `Batch`) locally if this node leads, else at the leader.
+async fn submit(
+    raft: &Raft,
+    forward: Option<&Transport>,
+    cmd: Command,
+) -> Result<CommandResult, ProposeError> {
+    let deadline = Instant::now() + PROPOSE_DEADLINE;
+    let mut cmd = Some(cmd);
+    loop {
+        let (me, mut leader) = {
+            let m = raft.metrics().borrow_watched().clone();
+            (m.id, m.current_leader)
+        };
+        let Some(c) = cmd.take() else {
+            return Err(ProposeError::Unknown("command consumed".into()));
+        };
+        let Some(transport) = forward else {
+            return raft
+                .client_write(c)
+                .await
+                .map(|r| r.data)
+                .map_err(|e| error_of(&e));
+        };
+        if leader == Some(me) {
+            match raft.client_write(c.clone()).await {
+                Ok(r) => return Ok(r.data),
+                Err(e) => match e.forward_to_leader() {
+                    // Not appended: safe to send to the new leader.
+                    Some(f) => leader = f.leader_id,
+                    None => return Err(error_of(&e)),
+                },
+            }
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(ProposeError::NotLeader(leader));
+        }
+        let target = leader
+            .filter(|l| *l != me)
+            .and_then(|l| crate::cluster::target(raft, l));
+        let Some(target) = target else {
+            cmd = Some(c);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        match transport
+            .request(&target, Request::Propose(c.clone()), remaining)
+            .await
+        {
+            Ok(Reply::Proposed { result, index }) => {
+                // Reads on this node must see what it proposed.
+                raft.wait(Some(deadline.saturating_duration_since(Instant::now())))
+                    .applied_index_at_least(Some(index), "forwarded proposal applied")
+                    .await
+                    .map_err(|e| {
+                        ProposeError::Unknown(format!("applying forwarded proposal: {e}"))
+                    })?;
+                return Ok(result);
+            }
+            Ok(other) => return Err(ProposeError::Unknown(format!("unexpected reply {other:?}"))),
+            Err(RpcError::Remote(WireError {
+                kind: ErrorKind::NotLeader { .. },
+                ..
+            }))
+            | Err(RpcError::Unreachable(_))
+            | Err(RpcError::Refused(_)) => {
+                // Not appended anywhere: retry once a leader is known.
+                cmd = Some(c);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(ProposeError::Unknown(format!("forwarded proposal: {e}"))),
+        }
+    }
+}
+
 fn error_of(e: &WriteError) -> ProposeError {
     match e.forward_to_leader() {
         Some(f) => ProposeError::NotLeader(f.leader_id),
@@ -87,36 +183,32 @@ fn error_of(e: &WriteError) -> ProposeError {
     }
 }
 
-async fn propose_batch(raft: &Raft, mut batch: Vec<(Command, Reply)>) {
+async fn propose_batch(
+    raft: &Raft,
+    forward: Option<&Transport>,
+    mut batch: Vec<(Command, Waiter)>,
+) {
     if batch.len() == 1 {
         if let Some((cmd, reply)) = batch.pop() {
-            let r = raft
-                .client_write(cmd)
-                .await
-                .map(|resp| resp.data)
-                .map_err(|e| error_of(&e));
-            let _ = reply.send(r);
+            let _ = reply.send(submit(raft, forward, cmd).await);
         }
         return;
     }
-    let (cmds, replies): (Vec<Command>, Vec<Reply>) = batch.into_iter().unzip();
+    let (cmds, replies): (Vec<Command>, Vec<Waiter>) = batch.into_iter().unzip();
     let n = cmds.len();
-    match raft.client_write(Command::Batch(cmds)).await {
-        Ok(resp) => match resp.data {
-            CommandResult::Batch(results) if results.len() == n => {
-                for (reply, r) in replies.into_iter().zip(results) {
-                    let _ = reply.send(Ok(r));
-                }
+    match submit(raft, forward, Command::Batch(cmds)).await {
+        Ok(CommandResult::Batch(results)) if results.len() == n => {
+            for (reply, r) in replies.into_iter().zip(results) {
+                let _ = reply.send(Ok(r));
             }
-            other => {
-                let e = ProposeError::Unknown(format!("batch of {n} answered with {other:?}"));
-                for reply in replies {
-                    let _ = reply.send(Err(e.clone()));
-                }
+        }
+        Ok(other) => {
+            let e = ProposeError::Unknown(format!("batch of {n} answered with {other:?}"));
+            for reply in replies {
+                let _ = reply.send(Err(e.clone()));
             }
-        },
+        }
         Err(e) => {
-            let e = error_of(&e);
             for reply in replies {
                 let _ = reply.send(Err(e.clone()));
             }

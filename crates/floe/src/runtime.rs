@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use raft_store::types::openraft::ReadPolicy;
-use raft_store::types::{NodeId, Raft};
+use raft_store::types::{NodeId, Raft, WatchReceiver};
 use raft_store::{
     ActivateResult, ActorId, Command, CommandResult, CommitResult, RequestId, StateView,
 };
@@ -44,6 +44,8 @@ pub(crate) struct RawCall {
     pub request: RequestId,
     pub deadline: Instant,
     pub chain: Arc<[ActorId]>,
+    /// Nodes this call crossed; a node forwards a call only if it arrived directly.
+    pub hops: u8,
 }
 
 /// The activation disappeared before running the call; route it again.
@@ -383,7 +385,9 @@ type Cell = OnceCell<Arc<dyn AnyActivation>>;
 /// The runtime of one node.
 pub(crate) struct Runtime {
     pub(crate) node: NodeId,
-    pub(crate) incarnation: u64,
+    incarnation: AtomicU64,
+    dir: std::path::PathBuf,
+    pub(crate) link: Option<crate::cluster::Link>,
     pub(crate) raft: Raft,
     pub(crate) view: StateView,
     pub(crate) registry: HashMap<&'static str, Arc<dyn Factory>>,
@@ -402,18 +406,28 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Runtime {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         node: NodeId,
         incarnation: u64,
+        dir: std::path::PathBuf,
         raft: Raft,
         view: StateView,
         registry: HashMap<&'static str, Arc<dyn Factory>>,
         config: RuntimeConfig,
+        link: Option<crate::cluster::Link>,
     ) -> Arc<Self> {
-        let proposer = Proposer::start(raft.clone(), config.max_batch, config.max_inflight_batches);
+        let proposer = Proposer::start(
+            raft.clone(),
+            link.as_ref().map(|l| l.transport.clone()),
+            config.max_batch,
+            config.max_inflight_batches,
+        );
         let rt = Arc::new(Self {
             node,
-            incarnation,
+            incarnation: AtomicU64::new(incarnation),
+            dir,
+            link,
             raft,
             view,
             registry,
@@ -431,6 +445,19 @@ impl Runtime {
 
     pub(crate) fn node_id(&self) -> NodeId {
         self.node
+    }
+
+    /// This node's current incarnation (it changes when the node rejoins after being fenced).
+    pub(crate) fn incarnation(&self) -> u64 {
+        self.incarnation.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+
+    fn owned_here(&self, p: &raft_store::Placement) -> bool {
+        p.node == self.node && p.incarnation == self.incarnation()
     }
 
     pub(crate) fn call_timeout(&self) -> Duration {
@@ -460,11 +487,33 @@ impl Runtime {
     ///
     /// Boxed: handlers call other actors through it, and an unboxed future would nest the
     /// whole runtime's state into every handler's future.
-    pub(crate) fn call_raw(self: &Arc<Self>, call: RawCall) -> BoxFuture<'static, CallResult> {
+    pub(crate) fn call_raw(
+        self: &Arc<Self>,
+        call: RawCall,
+    ) -> BoxFuture<'static, Result<(Vec<u8>, NodeId), CallFailure>> {
         Box::pin(self.clone().call_inner(call))
     }
 
-    async fn call_inner(self: Arc<Self>, call: RawCall) -> CallResult {
+    /// A call that arrived over the network (from a client or a gateway node).
+    pub(crate) async fn serve_remote(
+        self: &Arc<Self>,
+        c: floe_proto::CallRequest,
+    ) -> Result<(Vec<u8>, NodeId), CallFailure> {
+        let timeout =
+            Duration::from_millis(u64::from(c.timeout_ms)).min(self.config.call_timeout * 6);
+        let call = RawCall {
+            actor: c.actor,
+            message: c.message,
+            payload: c.payload,
+            request: c.request,
+            deadline: Instant::now() + timeout,
+            chain: Arc::from(c.chain),
+            hops: c.hops,
+        };
+        self.call_raw(call).await
+    }
+
+    async fn call_inner(self: Arc<Self>, call: RawCall) -> Result<(Vec<u8>, NodeId), CallFailure> {
         if self.shutting_down.load(Ordering::Relaxed) {
             return Err(CallFailure::Shutdown);
         }
@@ -474,19 +523,80 @@ impl Runtime {
             return Err(CallFailure::CallCycle(cycle));
         }
         let call = Arc::new(call);
+        let mut backoff = Duration::from_millis(5);
         loop {
             if Instant::now() >= call.deadline {
                 return Err(CallFailure::Timeout);
             }
-            let act = self.activation(&call.actor, call.deadline).await?;
-            act.admit(call.deadline).await?;
-            let task = tokio::spawn(act.run(self.clone(), call.clone()));
-            match tokio::time::timeout_at(call.deadline.into(), task).await {
-                Err(_) => return Err(CallFailure::Timeout),
-                Ok(Err(e)) => return Err(CallFailure::Unavailable(format!("call task: {e}"))),
-                Ok(Ok(Ok(r))) => return r,
-                Ok(Ok(Err(Gone))) => continue,
+            let outcome = match self.activation(&call.actor, call.deadline).await {
+                Ok(act) => {
+                    act.admit(call.deadline).await?;
+                    let task = tokio::spawn(act.run(self.clone(), call.clone()));
+                    match tokio::time::timeout_at(call.deadline.into(), task).await {
+                        Err(_) => return Err(CallFailure::Timeout),
+                        Ok(Err(e)) => {
+                            return Err(CallFailure::Unavailable(format!("call task: {e}")));
+                        }
+                        Ok(Ok(Ok(r))) => r.map(|p| (p, self.node)),
+                        Ok(Ok(Err(Gone))) => continue,
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            // The actor lives (or moved) elsewhere: forward it there, once, within the deadline.
+            match outcome {
+                Err(CallFailure::NotOwner(owner)) if self.link.is_some() && call.hops == 0 => {
+                    if let Some(owner) = owner.filter(|o| *o != self.node) {
+                        match self.forward(owner, &call).await {
+                            Ok(r) => return Ok(r),
+                            Err(Some(f)) => return Err(f),
+                            Err(None) => {}
+                        }
+                    }
+                    tokio::time::sleep(
+                        backoff.min(call.deadline.saturating_duration_since(Instant::now())),
+                    )
+                    .await;
+                    backoff = (backoff * 2).min(Duration::from_millis(100));
+                }
+                other => return other,
             }
+        }
+    }
+
+    /// Forward `call` to `owner`. `Err(None)`: try routing again (owner moved or unreachable);
+    /// `Err(Some(f))`: final.
+    async fn forward(
+        &self,
+        owner: NodeId,
+        call: &RawCall,
+    ) -> Result<(Vec<u8>, NodeId), Option<CallFailure>> {
+        let Some(link) = &self.link else {
+            return Err(None);
+        };
+        let Some(target) = crate::cluster::target(&self.raft, owner) else {
+            return Err(None);
+        };
+        let remaining = call.deadline.saturating_duration_since(Instant::now());
+        let req = floe_proto::Request::Call(crate::cluster::call_request(call));
+        match link.transport.request(&target, req, remaining).await {
+            Ok(floe_proto::Reply::Call { payload, owner }) => Ok((payload, owner.node)),
+            Ok(other) => Err(Some(CallFailure::Unavailable(format!(
+                "unexpected reply {other:?}"
+            )))),
+            Err(floe_net::RpcError::Remote(e)) => match crate::cluster::from_wire(e) {
+                CallFailure::NotOwner(_) | CallFailure::Unavailable(_) => Err(None),
+                f => Err(Some(f)),
+            },
+            // Not sent: the owner may be down; the failure detector will move its actors.
+            Err(floe_net::RpcError::Unreachable(_)) | Err(floe_net::RpcError::Refused(_)) => {
+                Err(None)
+            }
+            Err(floe_net::RpcError::Timeout(_)) => Err(Some(CallFailure::Timeout)),
+            // Sent, answer lost: the outcome is unknown.
+            Err(e) => Err(Some(CallFailure::Unavailable(format!(
+                "forwarding to node {owner}: {e}"
+            )))),
         }
     }
 
@@ -555,19 +665,38 @@ impl Runtime {
             .await
             .map_err(|e| CallFailure::Unavailable(e.to_string()))?;
         match owner {
-            Some(p) if p.node == self.node && p.incarnation == self.incarnation => {
-                return Ok(p.epoch);
-            }
+            Some(p) if self.owned_here(&p) => return Ok(p.epoch),
             Some(p) => return Err(CallFailure::NotOwner(Some(p.node))),
             None => {}
         }
+        let preferred = match &self.link {
+            None => self.node,
+            Some(link) => {
+                let candidates: Vec<raft_store::NodeRecord> = self
+                    .view
+                    .nodes()
+                    .await
+                    .map_err(|e| CallFailure::Unavailable(e.to_string()))?
+                    .into_iter()
+                    .filter(|n| n.alive && n.actor_types.contains(&id.kind))
+                    .collect();
+                link.placement
+                    .choose(id, self.node, &candidates)
+                    .ok_or_else(|| {
+                        CallFailure::Unavailable(format!(
+                            "no live node hosts actor type {}",
+                            id.kind
+                        ))
+                    })?
+            }
+        };
         let cmd = Command::Activate {
             actor: id.clone(),
-            preferred: self.node,
+            preferred,
         };
         match self.proposer.propose(cmd).await {
             Ok(CommandResult::Activate(ActivateResult::Placed { placement: p, .. })) => {
-                if p.node == self.node && p.incarnation == self.incarnation {
+                if self.owned_here(&p) {
                     Ok(p.epoch)
                 } else {
                     Err(CallFailure::NotOwner(Some(p.node)))
@@ -584,23 +713,60 @@ impl Runtime {
     }
 
     /// Wait for a Raft read index: everything committed before now is applied locally.
+    ///
+    /// On the leader this is openraft's read index; a follower asks the leader for the read index
+    /// and waits until it applied that far. Without a reachable quorum it fails.
     async fn linearize(&self) -> Result<(), CallFailure> {
+        let (me, leader) = {
+            let m = self.raft.metrics().borrow_watched().clone();
+            (m.id, m.current_leader)
+        };
+        let unavailable = |e: &dyn std::fmt::Display| {
+            CallFailure::Unavailable(format!("no linearizable read: {e}"))
+        };
+        match (&self.link, leader) {
+            (None, _) => {}
+            (Some(_), Some(l)) if l == me => {}
+            (Some(link), Some(l)) => {
+                let target = crate::cluster::target(&self.raft, l).ok_or_else(|| {
+                    CallFailure::Unavailable(format!("leader {l} has no address"))
+                })?;
+                let timeout = self.config.call_timeout.min(Duration::from_secs(2));
+                let index = match link
+                    .transport
+                    .request(&target, floe_proto::Request::ReadIndex, timeout)
+                    .await
+                {
+                    Ok(floe_proto::Reply::ReadIndex { index }) => index,
+                    Ok(other) => {
+                        return Err(CallFailure::Unavailable(format!(
+                            "unexpected reply {other:?}"
+                        )));
+                    }
+                    Err(e) => return Err(unavailable(&e)),
+                };
+                return self
+                    .raft
+                    .wait(Some(timeout))
+                    .applied_index_at_least(Some(index), "read index applied")
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| unavailable(&e));
+            }
+            (Some(_), None) => return Err(CallFailure::Unavailable("no leader".into())),
+        }
         self.raft
             .ensure_linearizable(ReadPolicy::ReadIndex)
             .await
             .map(|_| ())
-            .map_err(|e| CallFailure::Unavailable(format!("no linearizable read: {e}")))
+            .map_err(|e| unavailable(&e))
     }
 
     /// Confirm through a read index that `epoch` is still the current placement of `id` here.
     async fn confirm_owner(&self, id: &ActorId, epoch: u64) -> Result<(), CallFailure> {
         self.linearize().await?;
         match self.view.owner(id).await {
-            Ok(Some(p))
-                if p.node == self.node && p.incarnation == self.incarnation && p.epoch == epoch =>
-            {
-                Ok(())
-            }
+            Ok(Some(p)) if self.owned_here(&p) && p.epoch == epoch => Ok(()),
             Ok(p) => Err(CallFailure::NotOwner(p.map(|p| p.node))),
             Err(e) => Err(CallFailure::Unavailable(e.to_string())),
         }
@@ -617,15 +783,49 @@ impl Runtime {
         }
     }
 
-    /// Stop accepting calls and deactivate every activation (running their hooks).
-    pub(crate) async fn shutdown(self: &Arc<Self>) {
-        self.shutting_down.store(true, Ordering::Relaxed);
+    async fn deactivate_all(self: &Arc<Self>) {
         let all: Vec<Arc<dyn AnyActivation>> = lock(&self.table)
             .values()
             .filter_map(|c| c.get().cloned())
             .collect();
         for a in all {
             a.deactivate(self.clone(), false).await;
+        }
+    }
+
+    /// Stop accepting calls and deactivate every activation (running their hooks).
+    pub(crate) async fn shutdown(self: &Arc<Self>) {
+        self.shutting_down.store(true, Ordering::Relaxed);
+        self.deactivate_all().await;
+    }
+
+    /// This node was declared down while alive: its placements are void. Drop every
+    /// activation, take a new incarnation and register again.
+    pub(crate) async fn rejoin(self: &Arc<Self>) -> Result<(), String> {
+        let next = crate::node::next_incarnation(&self.dir).map_err(|e| e.to_string())?;
+        self.incarnation.store(next, Ordering::SeqCst);
+        self.deactivate_all().await;
+        self.register().await
+    }
+
+    /// Register this node (its current incarnation and actor types) in the directory.
+    pub(crate) async fn register(&self) -> Result<(), String> {
+        let mut actor_types: Vec<String> = self.registry.keys().map(|k| k.to_string()).collect();
+        actor_types.sort();
+        let addr = self
+            .link
+            .as_ref()
+            .map_or_else(|| "local".to_string(), |l| l.advertise.clone());
+        let cmd = Command::RegisterNode {
+            node: self.node,
+            incarnation: self.incarnation(),
+            addr,
+            actor_types,
+        };
+        match self.proposer.propose(cmd).await {
+            Ok(CommandResult::Register(raft_store::RegisterResult::Registered)) => Ok(()),
+            Ok(other) => Err(format!("{other:?}")),
+            Err(e) => Err(e.to_string()),
         }
     }
 }

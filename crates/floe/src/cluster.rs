@@ -1,0 +1,612 @@
+//! Cluster mode: the QUIC link between nodes, placement strategies, the node's network service,
+//! the leader's failure detector, self-fencing, and the cluster view.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use floe_net::raft::RaftService;
+use floe_net::{
+    Peer, RpcError, Service, SnapshotBody, Target, TlsMaterial, Transport, TransportConfig,
+};
+use floe_proto::{
+    AppendEntriesRequest, CallRequest, ErrorKind, MemberInfo, NodeHint, Reply, Request, Response,
+    SnapshotHeader, SnapshotResponse, StreamAppendResult, WireError,
+};
+use futures::stream::BoxStream;
+use raft_store::types::openraft::{ChangeMembers, ServerState};
+use raft_store::types::{NodeId, NodeInfo, NodeRole, Raft, WatchReceiver};
+use raft_store::{ActorId, Command, NodeRecord, StateView};
+
+use crate::error::CallFailure;
+use crate::runtime::Runtime;
+
+/// Chooses the node a new actor is placed on.
+pub trait PlacementStrategy: Send + Sync + 'static {
+    /// Pick one of `candidates` (alive nodes that registered the actor's type) for `actor`;
+    /// `local` is the node asking. `None` refuses the placement.
+    fn choose(&self, actor: &ActorId, local: NodeId, candidates: &[NodeRecord]) -> Option<NodeId>;
+}
+
+/// Placement strategies.
+#[derive(Clone, Default)]
+pub enum Placement {
+    /// The node that received the first call, if it hosts the type; otherwise a random one.
+    #[default]
+    PreferLocal,
+    /// A uniformly random candidate.
+    Random,
+    /// The candidate with the fewest placements (ties broken at random).
+    LeastLoaded,
+    /// A strategy of your own.
+    Custom(Arc<dyn PlacementStrategy>),
+}
+
+impl std::fmt::Debug for Placement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Placement::PreferLocal => "PreferLocal",
+            Placement::Random => "Random",
+            Placement::LeastLoaded => "LeastLoaded",
+            Placement::Custom(_) => "Custom",
+        })
+    }
+}
+
+fn pick_random(c: &[NodeRecord]) -> Option<NodeId> {
+    if c.is_empty() {
+        return None;
+    }
+    Some(c[rand::random_range(0..c.len())].node)
+}
+
+impl Placement {
+    pub(crate) fn choose(
+        &self,
+        actor: &ActorId,
+        local: NodeId,
+        c: &[NodeRecord],
+    ) -> Option<NodeId> {
+        match self {
+            Placement::PreferLocal => {
+                if c.iter().any(|n| n.node == local) {
+                    Some(local)
+                } else {
+                    pick_random(c)
+                }
+            }
+            Placement::Random => pick_random(c),
+            Placement::LeastLoaded => {
+                let min = c.iter().map(|n| n.placements).min()?;
+                let least: Vec<NodeRecord> =
+                    c.iter().filter(|n| n.placements == min).cloned().collect();
+                pick_random(&least)
+            }
+            Placement::Custom(s) => s.choose(actor, local, c),
+        }
+    }
+}
+
+/// How a node takes part in a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// QUIC address to bind.
+    pub listen: SocketAddr,
+    /// Address other nodes and clients use to reach this node (default: the bound address).
+    pub advertise: Option<String>,
+    /// This node's certificate (it must be for this node's id), key and the cluster CA.
+    pub tls: TlsMaterial,
+    /// Transport settings (the listen address is taken from `listen`).
+    pub transport: TransportConfig,
+    /// Initial voters `(id, address)`, identical on every node that bootstraps; used only when
+    /// the data directory is new. Empty for a node that joins.
+    pub bootstrap: Vec<(NodeId, String)>,
+    /// Nodes of a running cluster to ask for admission (when not bootstrapping).
+    pub join: Vec<SocketAddr>,
+    /// Join as a voter (after catching up) rather than as a learner.
+    pub join_as_voter: bool,
+    /// The leader declares a node down when its heartbeat acknowledgements stop this long.
+    pub node_timeout: Duration,
+    /// Where new actors go.
+    pub placement: Placement,
+}
+
+impl ClusterConfig {
+    /// A node listening on `listen` with `tls`, other settings default.
+    pub fn new(listen: SocketAddr, tls: TlsMaterial) -> Self {
+        Self {
+            listen,
+            advertise: None,
+            tls,
+            transport: TransportConfig::default(),
+            bootstrap: Vec::new(),
+            join: Vec::new(),
+            join_as_voter: false,
+            node_timeout: Duration::from_millis(700),
+            placement: Placement::default(),
+        }
+    }
+}
+
+/// The runtime's connection to the rest of the cluster.
+pub(crate) struct Link {
+    pub(crate) transport: Transport,
+    pub(crate) advertise: String,
+    pub(crate) node_timeout: Duration,
+    pub(crate) placement: Placement,
+}
+
+/// Address of `node` from the Raft membership.
+pub(crate) fn node_addr(raft: &Raft, node: NodeId) -> Option<String> {
+    let m = raft.metrics().borrow_watched().membership_config.clone();
+    m.membership()
+        .nodes()
+        .find(|(id, _)| **id == node)
+        .map(|(_, info)| info.addr.clone())
+}
+
+pub(crate) fn target(raft: &Raft, node: NodeId) -> Option<Target> {
+    let addr = node_addr(raft, node)?;
+    addr.parse().ok().map(|a| Target::node(node, a))
+}
+
+pub(crate) fn hint(raft: &Raft, node: NodeId) -> Option<NodeHint> {
+    node_addr(raft, node).map(|addr| NodeHint { node, addr })
+}
+
+/// A runtime failure as the wire carries it.
+pub(crate) fn to_wire(raft: &Raft, f: CallFailure) -> WireError {
+    let msg = f.to_string();
+    let kind = match f {
+        CallFailure::Rejected { error, .. } => ErrorKind::Rejected(error),
+        CallFailure::Panicked(_) => ErrorKind::Panicked,
+        CallFailure::ActivationFailed(_) => ErrorKind::ActivationFailed,
+        CallFailure::CallCycle(c) => ErrorKind::CallCycle(c),
+        CallFailure::NotOwner(n) => ErrorKind::NotOwner {
+            hint: n.and_then(|n| hint(raft, n)),
+        },
+        CallFailure::Unavailable(_) | CallFailure::Shutdown => ErrorKind::Unavailable,
+        CallFailure::Timeout => ErrorKind::Timeout,
+        CallFailure::BadRequest(_) => ErrorKind::BadRequest,
+    };
+    WireError::new(kind, msg)
+}
+
+/// A wire error as a runtime failure.
+pub fn from_wire(e: WireError) -> CallFailure {
+    match e.kind {
+        ErrorKind::Rejected(error) => CallFailure::Rejected {
+            error,
+            display: e.message,
+        },
+        ErrorKind::Panicked => CallFailure::Panicked(e.message),
+        ErrorKind::ActivationFailed => CallFailure::ActivationFailed(e.message),
+        ErrorKind::CallCycle(c) => CallFailure::CallCycle(c),
+        ErrorKind::NotOwner { hint } => CallFailure::NotOwner(hint.map(|h| h.node)),
+        ErrorKind::Timeout => CallFailure::Timeout,
+        ErrorKind::BadRequest | ErrorKind::Forbidden => CallFailure::BadRequest(e.message),
+        ErrorKind::NotLeader { .. } | ErrorKind::Unavailable | ErrorKind::Internal => {
+            CallFailure::Unavailable(e.message)
+        }
+    }
+}
+
+/// What a node serves to peers and clients.
+pub(crate) struct NodeService {
+    pub(crate) raft_service: RaftService,
+    pub(crate) rt: Weak<Runtime>,
+    pub(crate) membership: tokio::sync::Mutex<()>,
+}
+
+fn wire(kind: ErrorKind, msg: impl Into<String>) -> WireError {
+    WireError::new(kind, msg)
+}
+
+impl NodeService {
+    fn rt(&self) -> Result<Arc<Runtime>, WireError> {
+        self.rt
+            .upgrade()
+            .ok_or_else(|| wire(ErrorKind::Unavailable, "node is shutting down"))
+    }
+
+    fn leader_only(&self, raft: &Raft) -> Result<(), WireError> {
+        let (me, leader) = {
+            let m = raft.metrics().borrow_watched().clone();
+            (m.id, m.current_leader)
+        };
+        if leader == Some(me) {
+            return Ok(());
+        }
+        Err(wire(
+            ErrorKind::NotLeader {
+                leader: leader.and_then(|l| hint(raft, l)),
+            },
+            "membership changes are served by the leader",
+        ))
+    }
+
+    async fn members(&self) -> Response {
+        let rt = self.rt()?;
+        let m = rt.raft.metrics().borrow_watched().clone();
+        let dir: BTreeMap<NodeId, NodeRecord> = rt
+            .view
+            .nodes()
+            .await
+            .map_err(|e| wire(ErrorKind::Internal, e.to_string()))?
+            .into_iter()
+            .map(|n| (n.node, n))
+            .collect();
+        let voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
+        let members = m
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, info)| MemberInfo {
+                node: *id,
+                addr: info.addr.clone(),
+                voter: voters.contains(id),
+                alive: dir.get(id).is_some_and(|r| r.alive),
+                leader: m.current_leader == Some(*id),
+            })
+            .collect();
+        Ok(Reply::Members(members))
+    }
+
+    async fn add_node(&self, node: NodeId, addr: String, voter: bool) -> Response {
+        let rt = self.rt()?;
+        let raft = &rt.raft;
+        self.leader_only(raft)?;
+        // Never two membership changes at once.
+        let _one = self.membership.lock().await;
+        let err = |e: &dyn std::fmt::Display| wire(ErrorKind::Unavailable, e.to_string());
+        let m = raft.metrics().borrow_watched().membership_config.clone();
+        let member = m.membership().nodes().any(|(id, _)| *id == node);
+        if !member {
+            if let Ok(Some(rec)) = rt.view.node(node).await
+                && !rec.alive
+            {
+                return Err(wire(
+                    ErrorKind::BadRequest,
+                    format!("node id {node} was used before and left; node ids are never reused"),
+                ));
+            }
+            let role = if voter {
+                NodeRole::Voter
+            } else {
+                NodeRole::Learner
+            };
+            raft.add_learner(node, NodeInfo::new(addr, role), true)
+                .await
+                .map_err(|e| err(&e))?;
+        }
+        let is_voter = raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == node);
+        if voter && !is_voter {
+            raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node])), false)
+                .await
+                .map_err(|e| err(&e))?;
+        }
+        tracing::info!(node, voter, "node added");
+        Ok(Reply::Pong)
+    }
+
+    async fn remove_node(&self, node: NodeId) -> Response {
+        let rt = self.rt()?;
+        let raft = &rt.raft;
+        self.leader_only(raft)?;
+        let _one = self.membership.lock().await;
+        let err = |e: &dyn std::fmt::Display| wire(ErrorKind::Unavailable, e.to_string());
+        let m = raft.metrics().borrow_watched().membership_config.clone();
+        let is_voter = m.membership().voter_ids().any(|v| v == node);
+        let change = if is_voter {
+            ChangeMembers::RemoveVoters(BTreeSet::from([node]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([node]))
+        };
+        if m.membership().nodes().any(|(id, _)| *id == node) {
+            raft.change_membership(change, false)
+                .await
+                .map_err(|e| err(&e))?;
+        }
+        // Its actors move on their next call.
+        if let Ok(Some(rec)) = rt.view.node(node).await
+            && rec.alive
+        {
+            let _ = rt
+                .proposer
+                .propose(Command::NodeDown {
+                    node,
+                    incarnation: rec.incarnation,
+                })
+                .await;
+        }
+        tracing::info!(node, "node removed");
+        Ok(Reply::Pong)
+    }
+}
+
+impl Service for NodeService {
+    async fn handle(&self, _peer: Peer, req: Request) -> Response {
+        match req {
+            Request::Call(c) => {
+                let rt = self.rt()?;
+                match rt.serve_remote(c).await {
+                    Ok((payload, owner)) => Ok(Reply::Call {
+                        payload,
+                        owner: hint(&rt.raft, owner).unwrap_or(NodeHint {
+                            node: owner,
+                            addr: String::new(),
+                        }),
+                    }),
+                    Err(f) => Err(to_wire(&rt.raft, f)),
+                }
+            }
+            Request::Members => self.members().await,
+            Request::AddNode { node, addr, voter } => self.add_node(node, addr, voter).await,
+            Request::RemoveNode { node } => self.remove_node(node).await,
+            other => match self.raft_service.handle_raft(other).await {
+                Some(r) => r,
+                None => Err(wire(ErrorKind::BadRequest, "unsupported request")),
+            },
+        }
+    }
+
+    fn append_stream(
+        &self,
+        peer: Peer,
+        input: BoxStream<'static, AppendEntriesRequest>,
+    ) -> BoxStream<'static, Result<StreamAppendResult, WireError>> {
+        self.raft_service.append_stream(peer, input)
+    }
+
+    async fn install_snapshot(
+        &self,
+        peer: Peer,
+        header: SnapshotHeader,
+        body: SnapshotBody,
+    ) -> Result<SnapshotResponse, WireError> {
+        self.raft_service.install_snapshot(peer, header, body).await
+    }
+}
+
+/// Build the remote form of a call.
+pub(crate) fn call_request(call: &crate::runtime::RawCall) -> CallRequest {
+    CallRequest {
+        actor: call.actor.clone(),
+        message: call.message.clone(),
+        payload: call.payload.clone(),
+        request: call.request,
+        timeout_ms: call
+            .deadline
+            .saturating_duration_since(Instant::now())
+            .as_millis()
+            .min(u32::MAX as u128) as u32,
+        chain: call.chain.to_vec(),
+        hops: call.hops.saturating_add(1),
+    }
+}
+
+/// Ask `seeds` (following leader hints) to add `me`; retries until `deadline`.
+pub(crate) async fn join(
+    transport: &Transport,
+    seeds: &[SocketAddr],
+    me: NodeId,
+    addr: &str,
+    voter: bool,
+    deadline: Instant,
+) -> Result<(), String> {
+    let mut last = String::from("no seed answered");
+    let mut targets: Vec<Target> = seeds.iter().map(|s| Target::any_node(*s)).collect();
+    while Instant::now() < deadline {
+        for t in targets.clone() {
+            let req = Request::AddNode {
+                node: me,
+                addr: addr.to_string(),
+                voter,
+            };
+            match transport.request(&t, req, Duration::from_secs(30)).await {
+                Ok(_) => return Ok(()),
+                Err(RpcError::Remote(WireError {
+                    kind: ErrorKind::NotLeader { leader: Some(h) },
+                    ..
+                })) => {
+                    if let Ok(a) = h.addr.parse() {
+                        targets.insert(0, Target::node(h.node, a));
+                    }
+                }
+                Err(RpcError::Remote(
+                    e @ WireError {
+                        kind: ErrorKind::BadRequest,
+                        ..
+                    },
+                )) => {
+                    return Err(e.to_string());
+                }
+                Err(e) => last = e.to_string(),
+            }
+        }
+        targets.truncate(seeds.len() + 1);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(last)
+}
+
+/// The leader's failure detector: declares a node down when its heartbeat acknowledgements
+/// stop for the node timeout, or when it is registered but no longer a member.
+pub(crate) async fn failure_detector(rt: Weak<Runtime>, timeout: Duration) {
+    let period = (timeout / 4).clamp(Duration::from_millis(10), Duration::from_millis(100));
+    let mut leader_since: Option<Instant> = None;
+    let mut declared: BTreeSet<(NodeId, u64)> = BTreeSet::new();
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(rt) = rt.upgrade() else { return };
+        if rt.is_shutting_down() {
+            return;
+        }
+        let m = rt.raft.metrics().borrow_watched().clone();
+        if m.state != ServerState::Leader {
+            leader_since = None;
+            continue;
+        }
+        let since = *leader_since.get_or_insert_with(Instant::now);
+        let Ok(nodes) = rt.view.nodes().await else {
+            continue;
+        };
+        let members: BTreeSet<NodeId> = m
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, _)| *id)
+            .collect();
+        let acks = m.heartbeat.clone().unwrap_or_default();
+        for rec in nodes.into_iter().filter(|r| r.alive && r.node != m.id) {
+            let silent = if !members.contains(&rec.node) {
+                Some(Duration::MAX)
+            } else {
+                match acks.get(&rec.node) {
+                    Some(Some(at)) => Some(openraft_elapsed(at)),
+                    _ => Some(since.elapsed()),
+                }
+            };
+            let Some(silent) = silent else { continue };
+            if silent < timeout || !declared.insert((rec.node, rec.incarnation)) {
+                continue;
+            }
+            tracing::warn!(
+                node = rec.node,
+                incarnation = rec.incarnation,
+                ?silent,
+                "declaring node down"
+            );
+            let cmd = Command::NodeDown {
+                node: rec.node,
+                incarnation: rec.incarnation,
+            };
+            if let Err(e) = rt.proposer.propose(cmd).await {
+                tracing::warn!(node = rec.node, error = %e, "NodeDown not committed; will retry");
+                declared.remove(&(rec.node, rec.incarnation));
+            }
+        }
+    }
+}
+
+fn openraft_elapsed(
+    at: &raft_store::types::openraft::metrics::SerdeInstant<
+        raft_store::types::openraft::TokioInstant,
+    >,
+) -> Duration {
+    use raft_store::types::openraft::Instant as _;
+    (**at).elapsed()
+}
+
+/// Watches this node's own directory record: if it was declared down while it is alive, it
+/// drops every activation and registers again with a new incarnation.
+pub(crate) async fn self_fence(rt: Weak<Runtime>, period: Duration) {
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(rt) = rt.upgrade() else { return };
+        if rt.is_shutting_down() {
+            return;
+        }
+        let inc = rt.incarnation();
+        match rt.view.node(rt.node).await {
+            Ok(Some(rec)) if rec.incarnation == inc && !rec.alive => {
+                tracing::warn!(
+                    node = rt.node,
+                    incarnation = inc,
+                    "declared down while alive: dropping activations and rejoining"
+                );
+                if let Err(e) = rt.rejoin().await {
+                    tracing::warn!(error = %e, "rejoin failed; will retry");
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// What an application sees of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterView {
+    /// This node.
+    pub this: NodeId,
+    /// This node's Raft state (`Leader`, `Follower`, `Learner`, `Candidate`, ...).
+    pub state: String,
+    /// The current leader, if known.
+    pub leader: Option<NodeId>,
+    /// The current Raft term.
+    pub term: u64,
+    /// The last log index applied here.
+    pub last_applied: Option<u64>,
+    /// Every member of the Raft membership.
+    pub members: Vec<MemberView>,
+}
+
+/// One member in a [`ClusterView`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberView {
+    /// The node.
+    pub node: NodeId,
+    /// Its address.
+    pub addr: String,
+    /// Whether it votes.
+    pub voter: bool,
+    /// Whether the directory considers it alive.
+    pub alive: bool,
+    /// Its incarnation, if registered.
+    pub incarnation: Option<u64>,
+    /// Actors placed on it in its current incarnation.
+    pub placements: u64,
+    /// Milliseconds since the leader last heard from it (known on the leader only).
+    pub last_ack_ms: Option<u64>,
+}
+
+pub(crate) async fn cluster_view(raft: &Raft, view: &StateView) -> ClusterView {
+    let m = raft.metrics().borrow_watched().clone();
+    let dir: BTreeMap<NodeId, NodeRecord> = view
+        .nodes()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|n| (n.node, n))
+        .collect();
+    let voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
+    let acks = m.heartbeat.clone().unwrap_or_default();
+    let members = m
+        .membership_config
+        .membership()
+        .nodes()
+        .map(|(id, info)| {
+            let rec = dir.get(id);
+            MemberView {
+                node: *id,
+                addr: info.addr.clone(),
+                voter: voters.contains(id),
+                alive: rec.is_some_and(|r| r.alive),
+                incarnation: rec.map(|r| r.incarnation),
+                placements: rec.map_or(0, |r| r.placements),
+                last_ack_ms: if *id == m.id {
+                    Some(0)
+                } else {
+                    acks.get(id)
+                        .and_then(|a| a.as_ref())
+                        .map(|a| openraft_elapsed(a).as_millis() as u64)
+                },
+            }
+        })
+        .collect();
+    ClusterView {
+        this: m.id,
+        state: format!("{:?}", m.state),
+        leader: m.current_leader,
+        term: m.current_term,
+        last_applied: m.last_applied.map(|l| l.index),
+        members,
+    }
+}
