@@ -39,7 +39,7 @@ impl Default for TransportConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             request_timeout: Duration::from_secs(5),
-            connect_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_millis(500),
             idle_timeout: Duration::from_secs(10),
             keep_alive: Duration::from_secs(1),
             snapshot_timeout: Duration::from_secs(120),

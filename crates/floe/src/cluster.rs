@@ -100,7 +100,8 @@ pub struct ClusterConfig {
     /// Transport settings (the listen address is taken from `listen`).
     pub transport: TransportConfig,
     /// Initial voters `(id, address)`, identical on every node that bootstraps; used only when
-    /// the data directory is new. Empty for a node that joins.
+    /// the data directory is new. Empty for a node that joins. An empty address for this node
+    /// stands for its advertised address.
     pub bootstrap: Vec<(NodeId, String)>,
     /// Nodes of a running cluster to ask for admission (when not bootstrapping).
     pub join: Vec<SocketAddr>,
@@ -123,7 +124,7 @@ impl ClusterConfig {
             bootstrap: Vec::new(),
             join: Vec::new(),
             join_as_voter: false,
-            node_timeout: Duration::from_millis(700),
+            node_timeout: Duration::from_millis(600),
             placement: Placement::default(),
         }
     }
@@ -440,7 +441,7 @@ pub(crate) async fn join(
 /// The leader's failure detector: declares a node down when its heartbeat acknowledgements
 /// stop for the node timeout, or when it is registered but no longer a member.
 pub(crate) async fn failure_detector(rt: Weak<Runtime>, timeout: Duration) {
-    let period = (timeout / 4).clamp(Duration::from_millis(10), Duration::from_millis(100));
+    let period = (timeout / 8).clamp(Duration::from_millis(10), Duration::from_millis(50));
     let mut leader_since: Option<Instant> = None;
     let mut declared: BTreeSet<(NodeId, u64)> = BTreeSet::new();
     loop {

@@ -243,7 +243,7 @@ impl NodeBuilder {
                     raft.initialize(members).await.map_err(|e| raft_err(&e))?;
                 }
             }
-            (Some(c), Some(_)) => {
+            (Some(c), Some(l)) => {
                 if !initialized && !c.bootstrap.is_empty() {
                     if !c.bootstrap.iter().any(|(id, _)| *id == self.id) {
                         return Err(BuildError::Config(format!(
@@ -254,7 +254,15 @@ impl NodeBuilder {
                     let members: BTreeMap<NodeId, NodeInfo> = c
                         .bootstrap
                         .iter()
-                        .map(|(id, addr)| (*id, NodeInfo::new(addr.clone(), NodeRole::Voter)))
+                        .map(|(id, addr)| {
+                            // An empty address for this node means "the address I advertise".
+                            let addr = if addr.is_empty() && *id == self.id {
+                                l.advertise.clone()
+                            } else {
+                                addr.clone()
+                            };
+                            (*id, NodeInfo::new(addr, NodeRole::Voter))
+                        })
                         .collect();
                     raft.initialize(members).await.map_err(|e| raft_err(&e))?;
                 }
