@@ -160,6 +160,16 @@ impl CertificateAuthority {
 
     /// Issue a client certificate for `name` (letters, digits, `.`, `_`, `-`).
     pub fn issue_client(&self, name: &str) -> Result<CertifiedKeyPem, CertError> {
+        self.issue_named("client", name)
+    }
+
+    /// Issue an operator certificate for `name`: it may change the membership and read the
+    /// status, and call actors, but never send Raft RPCs.
+    pub fn issue_admin(&self, name: &str) -> Result<CertifiedKeyPem, CertError> {
+        self.issue_named("admin", name)
+    }
+
+    fn issue_named(&self, role: &str, name: &str) -> Result<CertifiedKeyPem, CertError> {
         let ok = !name.is_empty()
             && name
                 .chars()
@@ -170,10 +180,10 @@ impl CertificateAuthority {
         let mut params = CertificateParams::default();
         params
             .subject_alt_names
-            .push(SanType::URI(format!("floe://client/{name}").try_into()?));
+            .push(SanType::URI(format!("floe://{role}/{name}").try_into()?));
         params
             .distinguished_name
-            .push(DnType::CommonName, format!("floe client {name}"));
+            .push(DnType::CommonName, format!("floe {role} {name}"));
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         self.issue(params)
     }

@@ -32,6 +32,9 @@ use crate::transport::{Peer, RpcError, Service, SnapshotBody, Target, Transport}
 
 type RpcErr = RPCError<TypeConfig>;
 
+/// Longest wait for the next reply on an append stream while appends are outstanding.
+const STREAM_REPLY_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Creates [`RaftPeer`]s for openraft; one per node of this process.
 #[derive(Debug, Clone)]
 pub struct QuicRaftNetwork {
@@ -164,6 +167,14 @@ impl RaftPeer {
 impl RaftNetworkV2<TypeConfig> for RaftPeer {
     type SnapshotData = tokio::fs::File;
 
+    /// After an unreachable peer, wait 20 ms, doubling up to 500 ms, instead of spinning.
+    fn backoff(&self) -> Option<openraft::network::Backoff> {
+        let steps = std::iter::successors(Some(Duration::from_millis(20)), |d| {
+            Some((*d * 2).min(Duration::from_millis(500)))
+        });
+        Some(openraft::network::Backoff::new(steps))
+    }
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest,
@@ -193,6 +204,15 @@ impl RaftNetworkV2<TypeConfig> for RaftPeer {
         Box::pin(async move {
             let ttl = option.soft_ttl();
             let action = RPCTypes::AppendEntries;
+            // Take the first request before connecting: openraft applies its backoff while it
+            // produces requests, so a peer that is down is retried at the backoff's pace instead
+            // of in a tight loop.
+            let mut input = input;
+            let Some(first) = input.next().await else {
+                let empty: BoxStream<'s, Result<StreamAppendResult, RpcErr>> =
+                    Box::pin(stream::empty());
+                return Ok(empty);
+            };
             let target = self
                 .target()
                 .await
@@ -210,8 +230,8 @@ impl RaftNetworkV2<TypeConfig> for RaftPeer {
             let received = Arc::new(AtomicU64::new(0));
             {
                 let sent = sent.clone();
-                let mut input = input;
                 tokio::spawn(async move {
+                    let mut input = stream::iter(Some(first)).chain(input);
                     while let Some(req) = input.next().await {
                         sent.fetch_add(1, Ordering::SeqCst);
                         if tx.send_frame(&req).await.is_err() {
@@ -235,6 +255,11 @@ impl RaftNetworkV2<TypeConfig> for RaftPeer {
                     }
                 }
             });
+            // A reply to a pipelined append waits for the follower's fsync: under load that is
+            // far beyond the RPC's soft TTL, which is sized for heartbeats. Restarting the stream
+            // on every slow fsync would only add work; a dead peer is still noticed here within
+            // `STREAM_REPLY_TIMEOUT` and by the heartbeats.
+            let reply_timeout = ttl.max(STREAM_REPLY_TIMEOUT);
             let me = (self.me, self.target);
             let peer_err = move |e: RpcError| match e {
                 RpcError::Timeout(_) => RPCError::Timeout(Timeout {
@@ -251,7 +276,7 @@ impl RaftNetworkV2<TypeConfig> for RaftPeer {
                 async move {
                     let mut rx = state?;
                     loop {
-                        match tokio::time::timeout(ttl, rx.recv()).await {
+                        match tokio::time::timeout(reply_timeout, rx.recv()).await {
                             Ok(Some(Ok(Some(Ok(r))))) => {
                                 received.fetch_add(1, Ordering::SeqCst);
                                 return Some((Ok(r), Some(rx)));
@@ -263,7 +288,8 @@ impl RaftNetworkV2<TypeConfig> for RaftPeer {
                             Ok(Some(Ok(None))) | Ok(None) => return None,
                             Err(_) => {
                                 if sent.load(Ordering::SeqCst) > received.load(Ordering::SeqCst) {
-                                    return Some((Err(peer_err(RpcError::Timeout(ttl))), None));
+                                    let e = RpcError::Timeout(reply_timeout);
+                                    return Some((Err(peer_err(e)), None));
                                 }
                             }
                         }
@@ -379,10 +405,15 @@ impl RaftService {
                 .map(Reply::Vote)
                 .map_err(internal),
             Request::Propose(cmd) => match self.raft.client_write(cmd).await {
-                Ok(resp) => Ok(Reply::Proposed {
-                    result: resp.data,
-                    index: resp.log_id.index,
-                }),
+                Ok(resp) => {
+                    // The proposer waits until it applied this entry itself: tell the followers
+                    // the new commit index now rather than at the next heartbeat.
+                    let _ = self.raft.trigger().heartbeat().await;
+                    Ok(Reply::Proposed {
+                        result: resp.data,
+                        index: resp.log_id.index,
+                    })
+                }
                 Err(e) => Err(match e.forward_to_leader() {
                     Some(f) => not_leader(f),
                     None => WireError::new(ErrorKind::Unavailable, e.to_string()),
@@ -390,9 +421,13 @@ impl RaftService {
             },
             Request::ReadIndex => {
                 match self.raft.get_read_linearizer(ReadPolicy::ReadIndex).await {
-                    Ok(lin) => Ok(Reply::ReadIndex {
-                        index: lin.read_log_id().index(),
-                    }),
+                    Ok(lin) => {
+                        // Likewise, the reader waits until it applied up to the read index.
+                        let _ = self.raft.trigger().heartbeat().await;
+                        Ok(Reply::ReadIndex {
+                            index: lin.read_log_id().index(),
+                        })
+                    }
                     Err(e) => Err(match e.forward_to_leader() {
                         Some(f) => not_leader(f),
                         None => WireError::new(ErrorKind::Unavailable, e.to_string()),
@@ -403,7 +438,9 @@ impl RaftService {
             Request::Call(_)
             | Request::Members
             | Request::AddNode { .. }
-            | Request::RemoveNode { .. } => return None,
+            | Request::RemoveNode { .. }
+            | Request::Initialize { .. }
+            | Request::Status => return None,
         })
     }
 

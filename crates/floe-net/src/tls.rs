@@ -17,14 +17,25 @@ use crate::certs::TlsFiles;
 pub enum Role {
     /// A cluster node: may send Raft and node-to-node requests.
     Node(NodeId),
-    /// A client: may only call actors.
+    /// A client: may only call actors and read the cluster's status.
     Client(String),
+    /// An operator: may also change the membership, but never send Raft RPCs.
+    Admin(String),
 }
 
 impl Role {
     /// Whether this is a node.
     pub fn is_node(&self) -> bool {
         matches!(self, Role::Node(_))
+    }
+
+    /// Whether this role may send requests of `access`.
+    pub fn allows(&self, access: floe_proto::Access) -> bool {
+        match access {
+            floe_proto::Access::Any => true,
+            floe_proto::Access::Admin => matches!(self, Role::Node(_) | Role::Admin(_)),
+            floe_proto::Access::Node => self.is_node(),
+        }
     }
 }
 
@@ -33,6 +44,7 @@ impl fmt::Display for Role {
         match self {
             Role::Node(id) => write!(f, "node {id}"),
             Role::Client(name) => write!(f, "client {name}"),
+            Role::Admin(name) => write!(f, "admin {name}"),
         }
     }
 }
@@ -182,6 +194,9 @@ fn parse_role_uri(uri: &str) -> Option<Role> {
     let rest = uri.strip_prefix("floe://")?;
     if let Some(id) = rest.strip_prefix("node/") {
         return id.parse().ok().map(Role::Node);
+    }
+    if let Some(n) = rest.strip_prefix("admin/") {
+        return (!n.is_empty()).then(|| Role::Admin(n.to_string()));
     }
     rest.strip_prefix("client/")
         .filter(|n| !n.is_empty())

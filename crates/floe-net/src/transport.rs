@@ -668,15 +668,15 @@ impl Transport {
             Ok(Ok(None)) => return Ok(()),
             Ok(Ok(Some(open))) => open,
         };
-        let node_only = match &open {
-            Open::Request(r) => r.node_only(),
-            Open::AppendStream | Open::Snapshot(_) => true,
+        let access = match &open {
+            Open::Request(r) => r.access(),
+            Open::AppendStream | Open::Snapshot(_) => floe_proto::Access::Node,
         };
-        if node_only && !peer.role.is_node() {
-            tracing::warn!(peer = %peer.role, "refused node-only request from a client");
+        if !peer.role.allows(access) {
+            tracing::warn!(peer = %peer.role, ?access, "refused a request the peer's role does not allow");
             let reply: Response = Err(WireError::new(
                 ErrorKind::Forbidden,
-                "client certificates may not send node requests",
+                format!("a {} certificate may not send this request", peer.role),
             ));
             s.send_frame(&reply).await?;
             let _ = s.send.finish();

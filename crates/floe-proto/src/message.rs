@@ -91,6 +91,50 @@ pub enum Request {
         /// The node to remove.
         node: NodeId,
     },
+    /// Bootstrap a new cluster with these first voters (id → address). Served by a pristine
+    /// node that is one of them. Node or admin certificates only.
+    Initialize {
+        /// The first voters.
+        voters: Vec<(NodeId, String)>,
+    },
+    /// This node's view of the cluster.
+    Status,
+}
+
+/// What [`Request::Status`] reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// The answering node.
+    pub node: NodeId,
+    /// Its Raft state (`Leader`, `Follower`, `Learner`, ...).
+    pub state: String,
+    /// The leader it knows.
+    pub leader: Option<NodeId>,
+    /// The current term.
+    pub term: u64,
+    /// The last log index it applied.
+    pub last_applied: Option<u64>,
+    /// Every member.
+    pub members: Vec<MemberStatus>,
+}
+
+/// One member in a [`StatusReport`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    /// The node.
+    pub node: NodeId,
+    /// Its address.
+    pub addr: String,
+    /// Whether it votes.
+    pub voter: bool,
+    /// Whether the directory considers it alive.
+    pub alive: bool,
+    /// Its incarnation, if registered.
+    pub incarnation: Option<u64>,
+    /// Actors placed on it.
+    pub actors: u64,
+    /// Milliseconds since the leader heard from it (reported by the leader only).
+    pub last_ack_ms: Option<u64>,
 }
 
 /// One node as [`Request::Members`] reports it.
@@ -109,9 +153,15 @@ pub struct MemberInfo {
 }
 
 impl Request {
-    /// Whether only nodes (not clients) may send this request.
-    pub fn node_only(&self) -> bool {
-        !matches!(self, Request::Call(_) | Request::Ping | Request::Members)
+    /// Who may send this request.
+    pub fn access(&self) -> Access {
+        match self {
+            Request::Call(_) | Request::Ping | Request::Members | Request::Status => Access::Any,
+            Request::AddNode { .. } | Request::RemoveNode { .. } | Request::Initialize { .. } => {
+                Access::Admin
+            }
+            _ => Access::Node,
+        }
     }
 
     /// Short name for logs and metrics.
@@ -127,8 +177,21 @@ impl Request {
             Request::Members => "members",
             Request::AddNode { .. } => "add_node",
             Request::RemoveNode { .. } => "remove_node",
+            Request::Initialize { .. } => "initialize",
+            Request::Status => "status",
         }
     }
+}
+
+/// Which certificate roles may send a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Clients, admins and nodes.
+    Any,
+    /// Admins and nodes (membership changes).
+    Admin,
+    /// Nodes only (Raft and node-to-node requests).
+    Node,
 }
 
 /// An actor call.
@@ -180,6 +243,8 @@ pub enum Reply {
     },
     /// Answer to [`Request::Members`].
     Members(Vec<MemberInfo>),
+    /// Answer to [`Request::Status`].
+    Status(StatusReport),
     /// Answer to [`Request::Ping`].
     Pong,
 }

@@ -111,6 +111,9 @@ pub struct ClusterConfig {
     pub node_timeout: Duration,
     /// Where new actors go.
     pub placement: Placement,
+    /// How long startup waits for a leader and for this node's membership (bootstrap, join, or
+    /// `floe init` run by an operator).
+    pub startup_timeout: Duration,
 }
 
 impl ClusterConfig {
@@ -126,6 +129,7 @@ impl ClusterConfig {
             join_as_voter: false,
             node_timeout: Duration::from_millis(600),
             placement: Placement::default(),
+            startup_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -297,6 +301,37 @@ impl NodeService {
         Ok(Reply::Pong)
     }
 
+    async fn initialize(&self, voters: Vec<(NodeId, String)>) -> Response {
+        let rt = self.rt()?;
+        let raft = &rt.raft;
+        let _one = self.membership.lock().await;
+        if raft
+            .is_initialized()
+            .await
+            .map_err(|e| wire(ErrorKind::Internal, e.to_string()))?
+        {
+            return Err(wire(
+                ErrorKind::BadRequest,
+                "this node is already part of an initialized cluster",
+            ));
+        }
+        if !voters.iter().any(|(id, _)| *id == rt.node) {
+            return Err(wire(
+                ErrorKind::BadRequest,
+                format!("the voters must include node {}", rt.node),
+            ));
+        }
+        let members: BTreeMap<NodeId, NodeInfo> = voters
+            .into_iter()
+            .map(|(id, addr)| (id, NodeInfo::new(addr, NodeRole::Voter)))
+            .collect();
+        raft.initialize(members)
+            .await
+            .map_err(|e| wire(ErrorKind::BadRequest, e.to_string()))?;
+        tracing::info!(node = rt.node, "cluster initialized");
+        Ok(Reply::Pong)
+    }
+
     async fn remove_node(&self, node: NodeId) -> Response {
         let rt = self.rt()?;
         let raft = &rt.raft;
@@ -351,6 +386,31 @@ impl Service for NodeService {
             Request::Members => self.members().await,
             Request::AddNode { node, addr, voter } => self.add_node(node, addr, voter).await,
             Request::RemoveNode { node } => self.remove_node(node).await,
+            Request::Initialize { voters } => self.initialize(voters).await,
+            Request::Status => {
+                let rt = self.rt()?;
+                let v = cluster_view(&rt.raft, &rt.view).await;
+                Ok(Reply::Status(floe_proto::StatusReport {
+                    node: v.this,
+                    state: v.state,
+                    leader: v.leader,
+                    term: v.term,
+                    last_applied: v.last_applied,
+                    members: v
+                        .members
+                        .into_iter()
+                        .map(|m| floe_proto::MemberStatus {
+                            node: m.node,
+                            addr: m.addr,
+                            voter: m.voter,
+                            alive: m.alive,
+                            incarnation: m.incarnation,
+                            actors: m.placements,
+                            last_ack_ms: m.last_ack_ms,
+                        })
+                        .collect(),
+                }))
+            }
             other => match self.raft_service.handle_raft(other).await {
                 Some(r) => r,
                 None => Err(wire(ErrorKind::BadRequest, "unsupported request")),

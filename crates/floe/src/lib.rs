@@ -53,6 +53,7 @@
 extern crate self as floe;
 
 mod actor;
+pub mod builtin;
 mod cluster;
 mod context;
 mod error;

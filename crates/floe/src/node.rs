@@ -154,6 +154,12 @@ impl NodeBuilder {
         self
     }
 
+    /// Host the built-in register and counter actors ([`crate::builtin`]).
+    pub fn register_builtins(self) -> Self {
+        self.register::<crate::builtin::Register>()
+            .register::<crate::builtin::Counter>()
+    }
+
     /// Host actors of type `A` on this node.
     pub fn register<A: Actor>(mut self) -> Self {
         if self
@@ -312,7 +318,7 @@ impl NodeBuilder {
                 .await
                 .map_err(|e| BuildError::Register(format!("joining through {:?}: {e}", c.join)))?;
             }
-            raft.wait(Some(Duration::from_secs(60)))
+            raft.wait(Some(c.startup_timeout))
                 .metrics(member, "a leader and membership")
                 .await
                 .map_err(|e| raft_err(&e))?;
@@ -457,13 +463,16 @@ impl Node {
     /// Deactivate every actor (running their hooks) and stop Raft. Committed state is durable.
     pub async fn shutdown(self) -> Result<(), BuildError> {
         self.rt.shutdown().await;
+        // Raft first (its replication would spin against a closed endpoint), then the endpoint.
+        let stopped = self
+            .raft
+            .shutdown()
+            .await
+            .map_err(|e| BuildError::Raft(e.to_string()));
         if let Some(l) = &self.rt.link {
             l.transport.shutdown(Duration::from_millis(200)).await;
         }
-        self.raft
-            .shutdown()
-            .await
-            .map_err(|e| BuildError::Raft(e.to_string()))
+        stopped
     }
 }
 
