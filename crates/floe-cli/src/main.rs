@@ -295,9 +295,11 @@ fn init_logging(format: &str) -> Result<(), CliError> {
         "human" => builder.try_init(),
         "json" => builder.json().try_init(),
         other => {
-            return Err(
-                ConfigError::Invalid("log_format", format!("{other:?}: use human or json")).into(),
-            );
+            return Err(ConfigError::Invalid(
+                "log_format",
+                format!("{other:?}: use human or json"),
+            )
+            .into());
         }
     };
     res.map_err(msg)

@@ -32,6 +32,10 @@ pub struct ClientConfig {
     pub backoff_min: Duration,
     /// Longest wait between retries.
     pub backoff_max: Duration,
+    /// If the cached owner has not answered after this long, send the same request (same
+    /// request id) through a seed as well and take the first answer: a killed owner leaves a
+    /// silent connection behind.
+    pub hedge_after: Duration,
     /// Transport settings (the listen address should stay an ephemeral port).
     pub transport: TransportConfig,
 }
@@ -46,6 +50,7 @@ impl ClientConfig {
             attempt_timeout: Duration::from_secs(2),
             backoff_min: Duration::from_millis(10),
             backoff_max: Duration::from_millis(500),
+            hedge_after: Duration::from_millis(250),
             transport: TransportConfig::default(),
         }
     }
@@ -175,11 +180,43 @@ impl Client {
         Target::any_node(seeds[i])
     }
 
-    fn route(&self, actor: &ActorId) -> Target {
+    /// The cached owner of `actor`, if any.
+    fn cached_target(&self, actor: &ActorId) -> Option<Target> {
         let cached = lock(&self.inner.owners).get(actor).cloned();
-        match cached.and_then(|h| h.addr.parse().ok().map(|a| Target::node(h.node, a))) {
-            Some(t) => t,
-            None => self.seed(),
+        cached.and_then(|h| h.addr.parse().ok().map(|a| Target::node(h.node, a)))
+    }
+
+    /// Send one attempt: to the cached owner (hedged through a seed if it is slow), or to a seed.
+    async fn attempt(
+        &self,
+        actor: &ActorId,
+        req: Request,
+        timeout: Duration,
+    ) -> Result<Reply, RpcError> {
+        let t = &self.inner.transport;
+        let Some(owner) = self.cached_target(actor) else {
+            return t.request(&self.seed(), req, timeout).await;
+        };
+        let direct = t.request(&owner, req.clone(), timeout);
+        tokio::pin!(direct);
+        let hedge = self.inner.config.hedge_after.min(timeout);
+        tokio::select! {
+            r = &mut direct => return r,
+            () = tokio::time::sleep(hedge) => {}
+        }
+        let seed = self.seed();
+        let via_seed = t.request(&seed, req, timeout.saturating_sub(hedge));
+        tokio::pin!(via_seed);
+        // First success wins; if one fails, wait for the other.
+        tokio::select! {
+            r = &mut direct => match r {
+                Ok(v) => Ok(v),
+                Err(_) => via_seed.await,
+            },
+            r = &mut via_seed => match r {
+                Ok(v) => Ok(v),
+                Err(_) => direct.await,
+            },
         }
     }
 
@@ -212,7 +249,6 @@ impl Client {
             if remaining.is_zero() {
                 return Err(CallFailure::Timeout);
             }
-            let target = self.route(actor);
             let req = Request::Call(CallRequest {
                 actor: actor.clone(),
                 message: message.to_string(),
@@ -223,7 +259,7 @@ impl Client {
                 hops: 0,
             });
             let attempt = remaining.min(cfg.attempt_timeout);
-            let retry = match self.inner.transport.request(&target, req, attempt).await {
+            let retry = match self.attempt(actor, req, attempt).await {
                 Ok(Reply::Call { payload, owner }) => {
                     self.learn(actor, Some(owner));
                     return Ok(payload);

@@ -375,7 +375,7 @@ impl Transport {
             None
         };
         let mut endpoint = quinn::Endpoint::new_with_abstract_socket(
-            quinn::EndpointConfig::default(),
+            quinn::EndpointConfig::new(Arc::new(tls.reset_key())),
             server,
             socket,
             runtime,

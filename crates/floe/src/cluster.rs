@@ -504,6 +504,9 @@ pub(crate) async fn failure_detector(rt: Weak<Runtime>, timeout: Duration) {
     let period = (timeout / 8).clamp(Duration::from_millis(10), Duration::from_millis(50));
     let mut leader_since: Option<Instant> = None;
     let mut declared: BTreeSet<(NodeId, u64)> = BTreeSet::new();
+    // When each (node, incarnation) was first seen: a freshly registered incarnation is not
+    // judged by the acknowledgements of the process it replaced.
+    let mut first_seen: BTreeMap<(NodeId, u64), Instant> = BTreeMap::new();
     loop {
         tokio::time::sleep(period).await;
         let Some(rt) = rt.upgrade() else { return };
@@ -515,7 +518,9 @@ pub(crate) async fn failure_detector(rt: Weak<Runtime>, timeout: Duration) {
             leader_since = None;
             continue;
         }
-        let since = *leader_since.get_or_insert_with(Instant::now);
+        // A new leader has no acknowledgements yet: live nodes answer its first heartbeats
+        // within a heartbeat interval, so half the timeout is grace enough.
+        let since = *leader_since.get_or_insert_with(|| Instant::now() - timeout / 2);
         let Ok(nodes) = rt.view.nodes().await else {
             continue;
         };
@@ -527,15 +532,18 @@ pub(crate) async fn failure_detector(rt: Weak<Runtime>, timeout: Duration) {
             .collect();
         let acks = m.heartbeat.clone().unwrap_or_default();
         for rec in nodes.into_iter().filter(|r| r.alive && r.node != m.id) {
+            let seen = *first_seen
+                .entry((rec.node, rec.incarnation))
+                .or_insert_with(Instant::now);
             let silent = if !members.contains(&rec.node) {
-                Some(Duration::MAX)
+                Duration::MAX
             } else {
-                match acks.get(&rec.node) {
-                    Some(Some(at)) => Some(openraft_elapsed(at)),
-                    _ => Some(since.elapsed()),
-                }
+                let ack = match acks.get(&rec.node) {
+                    Some(Some(at)) => openraft_elapsed(at),
+                    _ => since.elapsed(),
+                };
+                ack.min(seen.elapsed())
             };
-            let Some(silent) = silent else { continue };
             if silent < timeout || !declared.insert((rec.node, rec.incarnation)) {
                 continue;
             }

@@ -564,6 +564,23 @@ impl Runtime {
         }
     }
 
+    /// Resolves once the directory no longer has `owner` alive in the incarnation it has now.
+    async fn owner_down(&self, owner: NodeId) {
+        let current = match self.view.node(owner).await {
+            Ok(Some(r)) if r.alive => r.incarnation,
+            _ => return,
+        };
+        // Most forwards finish well before the first check.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        loop {
+            match self.view.node(owner).await {
+                Ok(Some(r)) if r.alive && r.incarnation == current => {}
+                _ => return,
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     /// Forward `call` to `owner`. `Err(None)`: try routing again (owner moved or unreachable);
     /// `Err(Some(f))`: final.
     async fn forward(
@@ -579,7 +596,14 @@ impl Runtime {
         };
         let remaining = call.deadline.saturating_duration_since(Instant::now());
         let req = floe_proto::Request::Call(crate::cluster::call_request(call));
-        match link.transport.request(&target, req, remaining).await {
+        // A killed owner leaves its connection open and silent: stop waiting once the directory
+        // declares it down and route again. The retry carries the same request id, so a call the
+        // old owner did commit is not applied twice.
+        let sent = tokio::select! {
+            r = link.transport.request(&target, req, remaining) => r,
+            () = self.owner_down(owner) => return Err(None),
+        };
+        match sent {
             Ok(floe_proto::Reply::Call { payload, owner }) => Ok((payload, owner.node)),
             Ok(other) => Err(Some(CallFailure::Unavailable(format!(
                 "unexpected reply {other:?}"
@@ -731,7 +755,8 @@ impl Runtime {
                 let target = crate::cluster::target(&self.raft, l).ok_or_else(|| {
                     CallFailure::Unavailable(format!("leader {l} has no address"))
                 })?;
-                let timeout = self.config.call_timeout.min(Duration::from_secs(2));
+                // A dead leader must not hold the call: fail fast, the caller retries.
+                let timeout = self.config.call_timeout.min(Duration::from_millis(500));
                 let index = match link
                     .transport
                     .request(&target, floe_proto::Request::ReadIndex, timeout)
