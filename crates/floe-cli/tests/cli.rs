@@ -43,10 +43,10 @@ fn wait_status(
 ) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Some(s) = status_json(certs, node) {
-            if ok(&s) {
-                return s;
-            }
+        if let Some(s) = status_json(certs, node)
+            && ok(&s)
+        {
+            return s;
         }
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(100));
