@@ -38,6 +38,8 @@ pub struct NodeFile {
     pub idle_timeout_ms: Option<u64>,
     /// `human` or `json`.
     pub log_format: Option<String>,
+    /// Admin HTTP address (`/health`, `/ready`, `/metrics`, `/cluster`); off if unset.
+    pub admin: Option<SocketAddr>,
 }
 
 /// Why the configuration is unusable; printed as one line.

@@ -88,6 +88,9 @@ struct NodeArgs {
     /// Log format: human or json.
     #[arg(long, env = "FLOE_LOG_FORMAT")]
     log_format: Option<String>,
+    /// Admin HTTP address serving /health, /ready, /metrics and /cluster.
+    #[arg(long, env = "FLOE_ADMIN")]
+    admin: Option<SocketAddr>,
 }
 
 #[derive(Args, Clone)]
@@ -398,6 +401,15 @@ async fn node(a: NodeArgs) -> Result<(), CliError> {
     if let Some(ms) = a.idle_timeout_ms.or(f.idle_timeout_ms) {
         runtime.idle_timeout = millis("idle_timeout_ms", ms)?;
     }
+    // Bind the admin port before anything else can fail half-way.
+    let admin = match a.admin.or(f.admin) {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| msg(format!("admin address {addr}: {e}")))?,
+        ),
+        None => None,
+    };
     tracing::info!(id, %listen, data_dir = %data_dir.display(), "starting node");
     let build = Node::builder()
         .id(id)
@@ -415,11 +427,75 @@ async fn node(a: NodeArgs) -> Result<(), CliError> {
         }
     };
     tracing::info!(id, addr = ?node.addr(), incarnation = node.incarnation(), "node ready");
+    let node = std::sync::Arc::new(node);
+    let server = admin.map(|listener| {
+        let app = admin_routes(node.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::warn!(error = %e, "admin endpoint stopped");
+            }
+        })
+    });
     shutdown_signal().await?;
     tracing::info!("shutting down");
+    if let Some(s) = server {
+        s.abort();
+        let _ = s.await;
+    }
+    let node = std::sync::Arc::try_unwrap(node)
+        .map_err(|_| msg("the node is still in use at shutdown"))?;
     node.shutdown().await.map_err(msg)?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `/health` (the process is up), `/ready` (leader known and this node alive in the directory),
+/// `/metrics` (OpenMetrics text), `/cluster` (the cluster view as JSON).
+fn admin_routes(node: std::sync::Arc<Node>) -> axum::Router {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+    let ready = node.clone();
+    let metrics = node.clone();
+    let cluster = node;
+    axum::Router::new()
+        .route("/health", get(|| async { "ok\n" }))
+        .route(
+            "/ready",
+            get(move || {
+                let n = ready.clone();
+                async move {
+                    if n.ready().await {
+                        (StatusCode::OK, "ready\n")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let n = metrics.clone();
+                async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        n.metrics_text().await,
+                    )
+                        .into_response()
+                }
+            }),
+        )
+        .route(
+            "/cluster",
+            get(move || {
+                let n = cluster.clone();
+                async move { axum::Json(n.cluster().await) }
+            }),
+        )
 }
 
 async fn shutdown_signal() -> Result<(), CliError> {

@@ -10,6 +10,31 @@ use std::time::{Duration, Instant};
 use common::*;
 use floe::builtin::{Counter, Increment};
 
+/// A minimal HTTP/1.1 GET: (status, body).
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect admin");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("response");
+    let code = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
 fn run_ok(args: &[String]) -> String {
     let out = Command::new(FLOE).args(args).output().expect("run floe");
     assert!(
@@ -63,8 +88,20 @@ async fn init_status_call_join_leave() {
     let root = tempfile::tempdir().expect("tempdir");
     let certs = Certs::create(&root.path().join("certs"), &[1, 2, 3, 4]);
     // Three nodes with no bootstrap: they wait for `floe init`.
+    let admin_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("tcp");
+        l.local_addr().expect("addr").port()
+    };
+    let admin_addr = format!("127.0.0.1:{admin_port}");
     let mut procs: Vec<Proc> = (1..=3)
-        .map(|id| Proc::new(root.path(), &certs, id, free_port(), &[]))
+        .map(|id| {
+            let extra: Vec<String> = if id == 1 {
+                vec!["--admin".into(), admin_addr.clone()]
+            } else {
+                vec![]
+            };
+            Proc::new(root.path(), &certs, id, free_port(), &extra)
+        })
         .collect();
     let a1 = procs[0].addr.to_string();
     let voters: Vec<String> = procs
@@ -104,6 +141,39 @@ async fn init_status_call_join_leave() {
             .await
             .expect("call"),
         3
+    );
+
+    // The admin HTTP endpoint of node 1.
+    assert_eq!(http_get(&admin_addr, "/health").0, 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http_get(&admin_addr, "/ready").0 != 200 {
+        assert!(Instant::now() < deadline, "node 1 never ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (code, metrics) = http_get(&admin_addr, "/metrics");
+    assert_eq!(code, 200);
+    for name in [
+        "floe_calls_total",
+        "floe_call_seconds",
+        "floe_raft_term",
+        "floe_raft_applied_index",
+        "floe_activations",
+        "floe_placements",
+        "floe_fencing_rejections_total",
+        "floe_commits_total",
+    ] {
+        assert!(
+            metrics.contains(name),
+            "{name} missing from /metrics:\n{metrics}"
+        );
+    }
+    let (code, cluster) = http_get(&admin_addr, "/cluster");
+    assert_eq!(code, 200);
+    let view: serde_json::Value = serde_json::from_str(&cluster).expect("cluster json");
+    assert_eq!(
+        view["members"].as_array().map(|m| m.len()),
+        Some(3),
+        "{cluster}"
     );
 
     // The table form.

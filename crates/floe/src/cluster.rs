@@ -601,7 +601,7 @@ pub(crate) async fn self_fence(rt: Weak<Runtime>, period: Duration) {
 }
 
 /// What an application sees of the cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ClusterView {
     /// This node.
     pub this: NodeId,
@@ -618,7 +618,7 @@ pub struct ClusterView {
 }
 
 /// One member in a [`ClusterView`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct MemberView {
     /// The node.
     pub node: NodeId,

@@ -57,6 +57,7 @@ pub mod builtin;
 mod cluster;
 mod context;
 mod error;
+mod metrics;
 mod node;
 mod proposer;
 mod runtime;

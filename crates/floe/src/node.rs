@@ -419,6 +419,44 @@ impl Node {
         crate::cluster::cluster_view(&self.raft, &self.rt.view).await
     }
 
+    /// Whether this node can serve: Raft has a leader and the directory has this node alive in
+    /// its current incarnation.
+    pub async fn ready(&self) -> bool {
+        let leader = self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .current_leader
+            .is_some();
+        let me = self.rt.view.node(self.rt.node).await.ok().flatten();
+        leader && me.is_some_and(|r| r.alive && r.incarnation == self.rt.incarnation())
+    }
+
+    /// The node's metrics in the Prometheus/OpenMetrics text format: calls by outcome and their
+    /// latency, commits, fencing rejections, activations, placements, Raft term and indexes.
+    pub async fn metrics_text(&self) -> String {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let g = &self.rt.metrics;
+        let as_i64 = |v: Option<u64>| v.map_or(0, |v| v as i64);
+        g.raft_term.set(m.current_term as i64);
+        g.raft_last_log.set(as_i64(m.last_log_index));
+        g.raft_committed
+            .set(as_i64(m.local_committed.map(|c| c.index)));
+        g.raft_applied.set(as_i64(m.last_applied.map(|a| a.index)));
+        g.raft_leader.set(i64::from(m.current_leader == Some(m.id)));
+        g.activations.set(self.rt.activations() as i64);
+        let placed = self
+            .rt
+            .view
+            .node(self.rt.node)
+            .await
+            .ok()
+            .flatten()
+            .map_or(0, |r| r.placements);
+        g.placements.set(placed as i64);
+        g.render()
+    }
+
     /// A receiver of the cluster view, updated whenever Raft's metrics change.
     pub fn watch_cluster(&self) -> tokio::sync::watch::Receiver<ClusterView> {
         let raft = self.raft.clone();

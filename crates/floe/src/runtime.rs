@@ -249,7 +249,10 @@ impl<A: Actor> Activation<A> {
             reply: reply.clone(),
         };
         match rt.proposer.propose(cmd).await {
-            Ok(CommandResult::Commit(CommitResult::Committed { .. })) => Ok(reply),
+            Ok(CommandResult::Commit(CommitResult::Committed { .. })) => {
+                rt.metrics.commits.inc();
+                Ok(reply)
+            }
             Ok(CommandResult::Commit(CommitResult::Duplicate {
                 reply: original, ..
             })) => {
@@ -263,6 +266,7 @@ impl<A: Actor> Activation<A> {
                 Ok(original)
             }
             Ok(CommandResult::Commit(CommitResult::StaleEpoch { current })) => {
+                rt.metrics.fenced.inc();
                 tracing::info!(actor = %self.id, epoch = self.epoch, "fenced: epoch no longer current");
                 inner.alive = false;
                 Err(CallFailure::NotOwner(current.map(|p| p.node)))
@@ -393,6 +397,7 @@ pub(crate) struct Runtime {
     pub(crate) registry: HashMap<&'static str, Arc<dyn Factory>>,
     pub(crate) config: RuntimeConfig,
     pub(crate) proposer: Proposer,
+    pub(crate) metrics: crate::metrics::Metrics,
     table: Mutex<HashMap<ActorId, Arc<Cell>>>,
     client: u64,
     seq: AtomicU64,
@@ -433,6 +438,7 @@ impl Runtime {
             registry,
             config,
             proposer,
+            metrics: crate::metrics::Metrics::new(),
             table: Mutex::new(HashMap::new()),
             client: rand::random(),
             seq: AtomicU64::new(0),
@@ -491,7 +497,14 @@ impl Runtime {
         self: &Arc<Self>,
         call: RawCall,
     ) -> BoxFuture<'static, Result<(Vec<u8>, NodeId), CallFailure>> {
-        Box::pin(self.clone().call_inner(call))
+        let rt = self.clone();
+        Box::pin(async move {
+            let started = Instant::now();
+            let r = rt.clone().call_inner(call).await;
+            rt.metrics
+                .call(r.as_ref().map(|_| ()), started.elapsed().as_secs_f64());
+            r
+        })
     }
 
     /// A call that arrived over the network (from a client or a gateway node).
@@ -792,7 +805,10 @@ impl Runtime {
         self.linearize().await?;
         match self.view.owner(id).await {
             Ok(Some(p)) if self.owned_here(&p) && p.epoch == epoch => Ok(()),
-            Ok(p) => Err(CallFailure::NotOwner(p.map(|p| p.node))),
+            Ok(p) => {
+                self.metrics.fenced.inc();
+                Err(CallFailure::NotOwner(p.map(|p| p.node)))
+            }
             Err(e) => Err(CallFailure::Unavailable(e.to_string())),
         }
     }
