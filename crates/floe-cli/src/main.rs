@@ -33,7 +33,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run a node (config file, flags and FLOE_* variables; flags win).
-    Node(NodeArgs),
+    Node(Box<NodeArgs>),
     /// Bootstrap a new cluster from its first voters (sent to one pristine voter).
     Init(InitArgs),
     /// Add a node to a running cluster, as learner or voter.
@@ -261,7 +261,7 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.cmd {
-        Cmd::Node(a) => node(a).await,
+        Cmd::Node(a) => node(*a).await,
         Cmd::Init(a) => init(a).await,
         Cmd::Join(a) => {
             let req = Request::AddNode {
