@@ -17,6 +17,9 @@ use crate::runtime::{RawCall, Runtime};
 pub struct Context<A> {
     pub(crate) rt: Arc<Runtime>,
     pub(crate) id: ActorId,
+    /// Request ids of calls made from this context derive from the current call's id, so a
+    /// handler that runs again for a retried call repeats them and nothing applies twice.
+    pub(crate) nested: Option<Nested>,
     pub(crate) epoch: u64,
     pub(crate) chain: Arc<[ActorId]>,
     pub(crate) deadline: Instant,
@@ -37,6 +40,7 @@ impl<A> Context<A> {
         Self {
             rt,
             id,
+            nested: None,
             epoch,
             chain,
             deadline,
@@ -81,6 +85,7 @@ impl<A> Context<A> {
             chain: self.chain.clone(),
             deadline: Some(self.deadline),
             request: None,
+            nested: self.nested.clone(),
             _actor: PhantomData,
         }
     }
@@ -101,11 +106,43 @@ impl<A> Context<A> {
     }
 }
 
+/// Derives the request ids of the calls a handler makes from the id of the call it handles.
+#[derive(Debug, Clone)]
+pub(crate) struct Nested {
+    client: u64,
+    next: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// splitmix64: a fixed, well-mixed 64-bit hash (the same on every node and build).
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl Nested {
+    pub(crate) fn from(parent: RequestId) -> Self {
+        Self {
+            client: mix(parent.client ^ mix(parent.seq)),
+            next: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        }
+    }
+
+    fn next(&self) -> RequestId {
+        RequestId {
+            client: self.client,
+            seq: self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+}
+
 /// A typed reference to an actor; cheap to clone. Obtained from [`crate::Node::actor`] or
 /// [`Context::actor`].
 pub struct ActorRef<A> {
     /// Weak: a reference must not keep a shut-down node (and its database) alive.
     pub(crate) rt: Weak<Runtime>,
+    pub(crate) nested: Option<Nested>,
     pub(crate) id: ActorId,
     pub(crate) chain: Arc<[ActorId]>,
     pub(crate) deadline: Option<Instant>,
@@ -121,6 +158,7 @@ impl<A> Clone for ActorRef<A> {
             chain: self.chain.clone(),
             deadline: self.deadline,
             request: self.request,
+            nested: self.nested.clone(),
             _actor: PhantomData,
         }
     }
@@ -134,6 +172,7 @@ impl<A: Actor> ActorRef<A> {
             chain: Arc::from(Vec::new()),
             deadline: None,
             request: None,
+            nested: None,
             _actor: PhantomData,
         }
     }
@@ -180,7 +219,10 @@ impl<A: Actor> ActorRef<A> {
             actor: self.id.clone(),
             message: M::NAME.to_string(),
             payload,
-            request: self.request.unwrap_or_else(|| rt.next_request_id()),
+            request: self
+                .request
+                .or_else(|| self.nested.as_ref().map(Nested::next))
+                .unwrap_or_else(|| rt.next_request_id()),
             deadline,
             chain: self.chain.clone(),
             hops: 0,

@@ -184,6 +184,7 @@ impl<A: Actor> Activation<A> {
             call.deadline,
             inner.tasks.take(),
         );
+        ctx.nested = Some(crate::context::Nested::from(call.request));
         let res = AssertUnwindSafe(inner.actor.dispatch(&call.message, &call.payload, &mut ctx))
             .catch_unwind()
             .await;

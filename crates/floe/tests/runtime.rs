@@ -237,6 +237,28 @@ impl Handler<Tick> for Pinger {
     }
 }
 
+/// A stateless actor whose only effect is a deposit into an account.
+#[derive(Actor, Default)]
+#[actor(name = "test.Giver", stateless, handles(Give))]
+struct Giver;
+
+#[derive(Message, Serialize, Deserialize)]
+#[message(reply = i64)]
+struct Give {
+    to: String,
+    amount: i64,
+}
+
+impl Handler<Give> for Giver {
+    type Error = String;
+    async fn handle(&mut self, g: Give, ctx: &mut Context<Self>) -> Result<i64, String> {
+        ctx.actor::<Account>(g.to)
+            .call(Deposit(g.amount))
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
 // ---------- helpers ----------
 
 fn init_tracing() {
@@ -255,6 +277,7 @@ async fn node(dir: &std::path::Path, runtime: RuntimeConfig) -> Node {
         .runtime(runtime)
         .register::<Account>()
         .register::<Pinger>()
+        .register::<Giver>()
         .build()
         .await
         .expect("node starts")
@@ -481,6 +504,57 @@ async fn retried_request_id_is_applied_once_even_after_restart() {
             .call(Balance)
             .await
             .expect("balance"),
+        10
+    );
+    n.shutdown().await.expect("shutdown");
+}
+
+/// Regression: a stateless actor re-run for a retried request (client retry, hedged request,
+/// re-routed forward) used to repeat its calls with fresh request ids and apply them twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retried_stateless_call_does_not_repeat_its_effects() {
+    init_tracing();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = node(dir.path(), RuntimeConfig::default()).await;
+    let rid = RequestId { client: 9, seq: 9 };
+    let giver = n.actor::<Giver>("g").with_request_id(rid);
+    assert_eq!(
+        giver
+            .call(Give {
+                to: "dest".into(),
+                amount: 5
+            })
+            .await
+            .expect("give"),
+        5
+    );
+    assert_eq!(
+        giver
+            .call(Give {
+                to: "dest".into(),
+                amount: 5
+            })
+            .await
+            .expect("retry"),
+        5
+    );
+    assert_eq!(
+        n.actor::<Account>("dest")
+            .call(Balance)
+            .await
+            .expect("balance"),
+        5,
+        "deposit applied twice"
+    );
+    // A new request does apply.
+    assert_eq!(
+        n.actor::<Giver>("g")
+            .call(Give {
+                to: "dest".into(),
+                amount: 5
+            })
+            .await
+            .expect("give"),
         10
     );
     n.shutdown().await.expect("shutdown");
