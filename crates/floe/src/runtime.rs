@@ -695,15 +695,30 @@ impl Runtime {
 
     /// Make sure this node owns `id` and return the epoch: reuse a sticky placement, or commit a
     /// new one.
+    ///
+    /// The local view is only a hint. A placement here is reused after a read index confirms
+    /// it is still current; an owner elsewhere is a routing hint (that node corrects us if it
+    /// moved); no owner means proposing `Activate`, whose committed result is authoritative
+    /// (first writer wins), so it needs no read index before it.
     async fn place(&self, id: &ActorId) -> Result<u64, CallFailure> {
-        self.linearize().await?;
-        let owner = self
-            .view
-            .owner(id)
-            .await
-            .map_err(|e| CallFailure::Unavailable(e.to_string()))?;
-        match owner {
-            Some(p) if self.owned_here(&p) => return Ok(p.epoch),
+        let owner = |view: &StateView| {
+            let view = view.clone();
+            let id = id.clone();
+            async move {
+                view.owner(&id)
+                    .await
+                    .map_err(|e| CallFailure::Unavailable(e.to_string()))
+            }
+        };
+        match owner(&self.view).await? {
+            Some(p) if self.owned_here(&p) => {
+                self.linearize().await?;
+                match owner(&self.view).await? {
+                    Some(p) if self.owned_here(&p) => return Ok(p.epoch),
+                    Some(p) => return Err(CallFailure::NotOwner(Some(p.node))),
+                    None => {}
+                }
+            }
             Some(p) => return Err(CallFailure::NotOwner(Some(p.node))),
             None => {}
         }
