@@ -71,6 +71,38 @@ impl StoreConfig {
     }
 }
 
+/// How long `open` waits for another handle of the same database to let go of its file lock
+/// (sled releases it from a background thread after the last handle is dropped, so a store
+/// reopened right after closing, or a process restarted while its predecessor exits, can see it
+/// briefly held).
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db, OpenError> {
+    let started = std::time::Instant::now();
+    loop {
+        let res = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .mode(sled::Mode::HighThroughput)
+            .open();
+        match res {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && started.elapsed() < LOCK_WAIT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(source) => {
+                return Err(OpenError::Sled {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        }
+    }
+}
+
 /// Open (or create) the store in `dir`: the log storage and the state machine for openraft.
 ///
 /// # Errors
@@ -89,15 +121,7 @@ pub fn open(
     let snapshots = dir.join("snapshots");
     std::fs::create_dir_all(&snapshots).map_err(dir_err)?;
     let sled_dir = dir.join("sled");
-    let db = sled::Config::new()
-        .path(&sled_dir)
-        .cache_capacity(config.cache_bytes)
-        .mode(sled::Mode::HighThroughput)
-        .open()
-        .map_err(|source| OpenError::Sled {
-            path: sled_dir.clone(),
-            source,
-        })?;
+    let db = open_db(&sled_dir, config.cache_bytes)?;
     let syncer = || -> Result<log_store::Syncer, OpenError> {
         let file = match config.durability {
             Durability::Fsync => Some(File::open(sled_dir.join("db")).map_err(dir_err)?),
