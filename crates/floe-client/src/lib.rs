@@ -367,29 +367,15 @@ impl<A: Actor> ClientActorRef<A> {
         M: Message,
         A: Handler<M>,
     {
-        let payload = floe_proto::codec::encode_body(&msg)
-            .map_err(|e| CallFailure::BadRequest(format!("encoding {}: {e}", M::NAME)))?;
+        let payload = floe::encode_message(&msg)?;
         let request = self.request.unwrap_or_else(|| RequestId {
             client: self.client.inner.client_id,
             seq: self.client.inner.seq.fetch_add(1, Ordering::Relaxed),
         });
-        match self
+        let raw = self
             .client
             .call_raw(&self.id, M::NAME, payload, request, self.timeout)
-            .await
-        {
-            Ok(bytes) => floe_proto::codec::decode_body(&bytes).map_err(|e| {
-                CallError::Failed(CallFailure::BadRequest(format!("decoding the reply: {e}")))
-            }),
-            Err(CallFailure::Rejected { error, display }) => {
-                match floe_proto::codec::decode_body(&error) {
-                    Ok(e) => Err(CallError::Rejected(e)),
-                    Err(_) => Err(CallError::Failed(CallFailure::BadRequest(format!(
-                        "undecodable handler error: {display}"
-                    )))),
-                }
-            }
-            Err(f) => Err(CallError::Failed(f)),
-        }
+            .await;
+        floe::typed_outcome(raw)
     }
 }

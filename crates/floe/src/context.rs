@@ -210,8 +210,7 @@ impl<A: Actor> ActorRef<A> {
         A: Handler<M>,
     {
         let rt = self.rt.upgrade().ok_or(CallFailure::Shutdown)?;
-        let payload = floe_proto::codec::encode_body(&msg)
-            .map_err(|e| CallFailure::BadRequest(format!("encoding {}: {e}", M::NAME)))?;
+        let payload = crate::error::encode_message(&msg)?;
         let deadline = self
             .deadline
             .unwrap_or_else(|| Instant::now() + rt.call_timeout());
@@ -229,19 +228,6 @@ impl<A: Actor> ActorRef<A> {
         };
         let result = rt.call_raw(call);
         drop(rt);
-        match result.await.map(|(bytes, _owner)| bytes) {
-            Ok(bytes) => floe_proto::codec::decode_body(&bytes).map_err(|e| {
-                CallError::Failed(CallFailure::BadRequest(format!("decoding the reply: {e}")))
-            }),
-            Err(CallFailure::Rejected { error, display }) => {
-                match floe_proto::codec::decode_body(&error) {
-                    Ok(e) => Err(CallError::Rejected(e)),
-                    Err(_) => Err(CallError::Failed(CallFailure::BadRequest(format!(
-                        "undecodable handler error: {display}"
-                    )))),
-                }
-            }
-            Err(other) => Err(CallError::Failed(other)),
-        }
+        crate::error::typed_outcome(result.await.map(|(bytes, _owner)| bytes))
     }
 }

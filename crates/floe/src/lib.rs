@@ -67,7 +67,7 @@ pub use cluster::{
     ClusterConfig, ClusterView, MemberView, Placement, PlacementStrategy, from_wire,
 };
 pub use context::{ActorRef, Context};
-pub use error::{CallError, CallFailure};
+pub use error::{CallError, CallFailure, encode_message, typed_outcome};
 pub use floe_macros::{Actor, Message};
 pub use floe_net::{TlsMaterial, certs};
 pub use node::{BuildError, Node, NodeBuilder, RuntimeConfig};
