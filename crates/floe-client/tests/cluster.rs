@@ -293,3 +293,75 @@ async fn no_quorum_no_answer() {
         node.shutdown().await.expect("shutdown");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voter_is_replaced() {
+    init_tracing();
+    let pki = Pki::new();
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut nodes = cluster(&pki, root.path(), 3, Placement::PreferLocal).await;
+    let c = client(&pki, vec![addr(&nodes[0]), addr(&nodes[1])]).await;
+    for i in 0..20u64 {
+        c.actor::<Counter>(format!("r{i}"))
+            .call(Add(i))
+            .await
+            .expect("add");
+    }
+    // A new voter joins, then a follower voter is removed and stopped.
+    let four = start(
+        &pki,
+        root.path(),
+        4,
+        &[addr(&nodes[0])],
+        true,
+        Placement::PreferLocal,
+    )
+    .await;
+    let view = nodes[0].cluster().await;
+    assert!(
+        view.members.iter().any(|m| m.node == 4 && m.voter),
+        "{view:?}"
+    );
+    let leader = view.leader.expect("leader");
+    let victim = (1..=3).rev().find(|n| *n != leader).expect("a follower");
+    let admin = floe_net::Transport::bind(floe_net::TransportConfig::default(), &pki.node(98))
+        .expect("admin");
+    let leader_addr = addr(&nodes[(leader - 1) as usize]);
+    admin
+        .request(
+            &floe_net::Target::node(leader, leader_addr),
+            floe_proto::Request::RemoveNode { node: victim },
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("remove voter");
+    let gone = nodes.remove((victim - 1) as usize);
+    gone.shutdown().await.expect("stop removed voter");
+    let view = nodes[0].cluster().await;
+    let voters: Vec<u64> = view
+        .members
+        .iter()
+        .filter(|m| m.voter)
+        .map(|m| m.node)
+        .collect();
+    assert_eq!(voters.len(), 3, "{view:?}");
+    assert!(
+        voters.contains(&4) && !voters.contains(&victim),
+        "{voters:?}"
+    );
+    // Every committed value is still there, and writes go on with the new voter set.
+    let c = client(&pki, vec![addr(&nodes[0]), addr(&four)]).await;
+    for i in 0..20u64 {
+        assert_eq!(
+            c.actor::<Counter>(format!("r{i}"))
+                .call(Add(1))
+                .await
+                .expect("add after replace"),
+            i + 1
+        );
+    }
+    four.shutdown().await.expect("shutdown");
+    for node in nodes {
+        node.shutdown().await.expect("shutdown");
+    }
+}
