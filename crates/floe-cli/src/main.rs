@@ -718,13 +718,11 @@ async fn dev(a: DevArgs) -> Result<(), CliError> {
         return Err(msg("--nodes must be 3 or 5"));
     }
     let _ = init_logging("human");
-    let temp;
+    // Without --dir the cluster lives in a temporary directory, removed after a clean stop.
+    let temporary = a.dir.is_none();
     let dir = match &a.dir {
         Some(d) => d.clone(),
-        None => {
-            temp = std::env::temp_dir().join(format!("floe-dev-{}", std::process::id()));
-            temp.clone()
-        }
+        None => std::env::temp_dir().join(format!("floe-dev-{}", std::process::id())),
     };
     let certs_dir = dir.join("certs");
     let ca = if certs_dir.join("ca.key").exists() {
@@ -774,8 +772,10 @@ async fn dev(a: DevArgs) -> Result<(), CliError> {
             .join(", ")
     );
     println!("data and certificates in {}", dir.display());
+    let exe =
+        std::env::current_exe().map_or_else(|_| "floe".to_string(), |p| p.display().to_string());
     println!(
-        "status: floe status --node {} --ca {c}/ca.pem --cert {c}/admin-dev.pem --key {c}/admin-dev.key",
+        "status: {exe} status --node {} --ca {c}/ca.pem --cert {c}/admin-dev.pem --key {c}/admin-dev.key",
         addr_of(1),
         c = certs_dir.display()
     );
@@ -804,6 +804,9 @@ async fn dev(a: DevArgs) -> Result<(), CliError> {
     }
     for n in nodes {
         n.shutdown().await.map_err(msg)?;
+    }
+    if temporary {
+        let _ = std::fs::remove_dir_all(&dir);
     }
     println!("stopped cleanly");
     Ok(())
