@@ -36,6 +36,19 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
+const OUTCOMES: [&str; 10] = [
+    "ok",
+    "rejected",
+    "panicked",
+    "activation_failed",
+    "call_cycle",
+    "not_owner",
+    "unavailable",
+    "timeout",
+    "bad_request",
+    "shutdown",
+];
+
 fn outcome(r: &Result<(), &CallFailure>) -> &'static str {
     match r {
         Ok(()) => "ok",
@@ -125,6 +138,11 @@ impl Metrics {
             "1 if this node is the Raft leader",
             m.raft_leader.clone(),
         );
+        // Every outcome is exported from the start (at zero), so dashboards and alerts see the
+        // series before the first call of each kind.
+        for outcome in OUTCOMES {
+            let _ = m.calls.get_or_create(&Outcome { outcome });
+        }
         Self { registry: r, ..m }
     }
 
