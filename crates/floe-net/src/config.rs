@@ -40,8 +40,10 @@ impl Default for TransportConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             request_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_millis(500),
-            idle_timeout: Duration::from_secs(10),
-            keep_alive: Duration::from_secs(1),
+            // A peer that sends nothing for this long is gone (killed processes leave silent
+            // connections behind); keep-alives keep live connections well inside it.
+            idle_timeout: Duration::from_secs(2),
+            keep_alive: Duration::from_millis(500),
             snapshot_timeout: Duration::from_secs(120),
             max_frame: DEFAULT_MAX_FRAME,
             max_streams: 1024,
