@@ -1,0 +1,2 @@
+//! The `floe-bench` binary.
+fn main() {}

@@ -1,0 +1,1 @@
+//! Floe's consistency harness: cluster control, nemeses, workloads, history, checker, report.

@@ -1,0 +1,2 @@
+//! The `floe-jepsen` binary.
+fn main() {}
