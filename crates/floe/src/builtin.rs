@@ -1,5 +1,6 @@
-//! Built-in actors used by demos and the consistency harness: a compare-and-set register and a
-//! counter, keyed by string. Register them with [`crate::NodeBuilder::register_builtins`].
+//! Built-in actors used by demos, the consistency harness and the benchmarks: a compare-and-set
+//! register, a counter and a stateless echo, keyed by string. Register them with
+//! [`crate::NodeBuilder::register_builtins`].
 
 use serde::{Deserialize, Serialize};
 
@@ -101,5 +102,45 @@ impl Handler<Value> for Counter {
     type Error = Never;
     async fn handle(&mut self, _: Value, _: &mut Context<Self>) -> Result<i64, Never> {
         Ok(self.value)
+    }
+}
+
+/// A stateless actor that answers [`Ping`] with its payload: nothing is committed and no read
+/// index is taken, so a call costs only routing and the mailbox (used by `floe-bench`).
+#[derive(Debug, Default, Actor)]
+#[actor(name = "floe.Echo", stateless, handles(Ping))]
+pub struct Echo;
+
+/// Ask an [`Echo`] to send the number back.
+#[derive(Debug, Clone, Serialize, Deserialize, Message)]
+#[message(name = "floe.Echo.Ping", reply = u64)]
+pub struct Ping(pub u64);
+
+impl Handler<Ping> for Echo {
+    type Error = Never;
+    async fn handle(&mut self, Ping(n): Ping, _: &mut Context<Self>) -> Result<u64, Never> {
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Node;
+
+    #[tokio::test]
+    async fn echo_is_stateless_and_answers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let node = Node::builder()
+            .data_dir(dir.path())
+            .register_builtins()
+            .build()
+            .await
+            .expect("node");
+        let echo = node.actor::<Echo>("e");
+        assert_eq!(echo.call(Ping(7)).await.expect("call"), 7);
+        assert_eq!(echo.call(Ping(8)).await.expect("call"), 8);
+        assert!(Echo.save().expect("save").is_none(), "Echo keeps no state");
+        node.shutdown().await.expect("shutdown");
     }
 }

@@ -154,10 +154,11 @@ impl NodeBuilder {
         self
     }
 
-    /// Host the built-in register and counter actors ([`crate::builtin`]).
+    /// Host the built-in register, counter and echo actors ([`crate::builtin`]).
     pub fn register_builtins(self) -> Self {
         self.register::<crate::builtin::Register>()
             .register::<crate::builtin::Counter>()
+            .register::<crate::builtin::Echo>()
     }
 
     /// Host actors of type `A` on this node.
