@@ -40,6 +40,14 @@ pub struct RuntimeConfig {
     pub max_batch: usize,
     /// Raft entries of commands in flight at once.
     pub max_inflight_batches: usize,
+    /// **Breaks linearizability; for the consistency harness's self-test only.** Answer a call
+    /// that left the state unchanged from the activation's memory, without confirming through
+    /// a read index that this node still owns the actor, reactivate from the local directory
+    /// without one, and take over actors placed elsewhere (last-writer-wins placement, as in
+    /// systems without fencing). Old owners then serve stale reads. Never set this in
+    /// production.
+    #[doc(hidden)]
+    pub unsafe_unconfirmed_reads: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -50,6 +58,7 @@ impl Default for RuntimeConfig {
             call_timeout: Duration::from_secs(10),
             max_batch: 512,
             max_inflight_batches: 4,
+            unsafe_unconfirmed_reads: false,
         }
     }
 }

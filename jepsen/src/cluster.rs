@@ -1,0 +1,642 @@
+//! Cluster control: `floe node` processes in the lab's namespaces, started, killed, paused,
+//! restarted, added and removed; their status through the admin API.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use floe::TlsMaterial;
+use floe::certs::CertificateAuthority;
+use floe_net::{RpcError, Target, Transport, TransportConfig};
+use floe_proto::{ErrorKind, Reply, Request, StatusReport, WireError};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::net::Lab;
+
+/// QUIC port of every node (each node has its own address).
+pub const PORT: u16 = 7000;
+
+/// libfaketime, from Debian's `libfaketime` package.
+pub const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// A cluster-control failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// Certificates could not be made or loaded.
+    #[error("certificates: {0}")]
+    Certs(String),
+    /// A file operation failed.
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+    /// A node process could not be started.
+    #[error("starting node {0}: {1}")]
+    Spawn(u64, std::io::Error),
+    /// The cluster did not get healthy in time.
+    #[error("{0}")]
+    NotHealthy(String),
+    /// An admin request failed.
+    #[error("admin request {0}: {1}")]
+    Admin(String, String),
+    /// No free namespace slot for a new node.
+    #[error("no free node slot")]
+    NoSlot,
+    /// libfaketime is missing.
+    #[error("clock faults need libfaketime ({FAKETIME_LIB}): apt-get install faketime libfaketime")]
+    NoFaketime,
+}
+
+/// How node processes are started.
+#[derive(Debug, Clone, Default)]
+pub struct NodeOptions {
+    /// Run under libfaketime so the clock nemesis can skew the wall clock.
+    pub faketime: bool,
+    /// The deliberately broken mode of the self-test (reads without read index).
+    pub unsafe_reads: bool,
+}
+
+/// One node process.
+#[derive(Debug)]
+pub struct NodeProc {
+    /// Node id.
+    pub id: u64,
+    /// Namespace slot.
+    pub slot: u8,
+    /// Whether it votes (as last set by the harness).
+    pub voter: bool,
+    args: Vec<String>,
+    /// Its log file.
+    pub log: PathBuf,
+    /// Its faketime control file.
+    pub faketime_file: PathBuf,
+    child: Option<tokio::process::Child>,
+    /// Stopped with SIGSTOP.
+    pub paused: bool,
+}
+
+impl NodeProc {
+    /// The QUIC address.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from((Lab::node_ip(self.slot), PORT))
+    }
+
+    /// Whether the process runs (it may be paused).
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
+    }
+}
+
+/// The cluster under test.
+pub struct Cluster {
+    dir: PathBuf,
+    floe_bin: PathBuf,
+    ca: CertificateAuthority,
+    opts: NodeOptions,
+    /// The processes, by node id (members and nodes being added).
+    pub nodes: BTreeMap<u64, NodeProc>,
+    /// The number of voters it should have.
+    pub size: usize,
+    slots: u8,
+    next_id: u64,
+    admin: Transport,
+    /// TLS of the client role.
+    pub client_tls: TlsMaterial,
+}
+
+fn pem_err(e: impl std::fmt::Display) -> ClusterError {
+    ClusterError::Certs(e.to_string())
+}
+
+impl Cluster {
+    /// Create certificates in `dir` and start `size` voters that bootstrap together.
+    pub async fn start(
+        dir: &Path,
+        floe_bin: &Path,
+        size: usize,
+        slots: u8,
+        opts: NodeOptions,
+    ) -> Result<Self, ClusterError> {
+        if opts.faketime && !Path::new(FAKETIME_LIB).exists() {
+            return Err(ClusterError::NoFaketime);
+        }
+        std::fs::create_dir_all(dir).map_err(|e| ClusterError::Io(dir.display().to_string(), e))?;
+        let certs = dir.join("certs");
+        std::fs::create_dir_all(&certs)
+            .map_err(|e| ClusterError::Io(certs.display().to_string(), e))?;
+        let ca = CertificateAuthority::create("floe-jepsen").map_err(pem_err)?;
+        ca.write(&certs).map_err(pem_err)?;
+        let admin_files = ca
+            .issue_admin("jepsen")
+            .map_err(pem_err)?
+            .write(&certs, "admin-jepsen")
+            .map_err(pem_err)?;
+        let client_files = ca
+            .issue_client("jepsen")
+            .map_err(pem_err)?
+            .write(&certs, "client-jepsen")
+            .map_err(pem_err)?;
+        let admin_tls = TlsMaterial::load(&admin_files).map_err(pem_err)?;
+        let client_tls = TlsMaterial::load(&client_files).map_err(pem_err)?;
+        let admin = Transport::bind(
+            TransportConfig {
+                listen: SocketAddr::from((Lab::client_ip(), 0)),
+                ..TransportConfig::default()
+            },
+            &admin_tls,
+        )
+        .map_err(pem_err)?;
+        let mut c = Self {
+            dir: dir.to_path_buf(),
+            floe_bin: floe_bin.to_path_buf(),
+            ca,
+            opts,
+            nodes: BTreeMap::new(),
+            size,
+            slots,
+            next_id: 1,
+            admin,
+            client_tls,
+        };
+        let boot: Vec<String> = (1..=size as u8)
+            .map(|s| format!("{s}={}:{PORT}", Lab::node_ip(s)))
+            .collect();
+        let boot = boot.join(",");
+        for slot in 1..=size as u8 {
+            let id = c.next_id;
+            c.next_id += 1;
+            c.create_node(id, slot, true, &["--bootstrap".into(), boot.clone()])?;
+        }
+        c.wait_healthy(Duration::from_secs(60)).await?;
+        Ok(c)
+    }
+
+    fn create_node(
+        &mut self,
+        id: u64,
+        slot: u8,
+        voter: bool,
+        extra: &[String],
+    ) -> Result<(), ClusterError> {
+        let certs = self.dir.join("certs");
+        let files = self
+            .ca
+            .issue_node(id, &[])
+            .map_err(pem_err)?
+            .write(&certs, &format!("node-{id}"))
+            .map_err(pem_err)?;
+        let data = self.dir.join(format!("data-{id}"));
+        let addr = SocketAddr::from((Lab::node_ip(slot), PORT));
+        let mut args: Vec<String> = vec![
+            "node".into(),
+            "--id".into(),
+            id.to_string(),
+            "--listen".into(),
+            addr.to_string(),
+            "--data-dir".into(),
+            data.display().to_string(),
+            "--ca".into(),
+            files.ca.display().to_string(),
+            "--cert".into(),
+            files.cert.display().to_string(),
+            "--key".into(),
+            files.key.display().to_string(),
+        ];
+        args.extend(extra.iter().cloned());
+        let faketime_file = self.dir.join(format!("node-{id}.faketime"));
+        std::fs::write(&faketime_file, "+0 x1\n")
+            .map_err(|e| ClusterError::Io(faketime_file.display().to_string(), e))?;
+        let mut p = NodeProc {
+            id,
+            slot,
+            voter,
+            args,
+            log: self.dir.join(format!("node-{id}.log")),
+            faketime_file,
+            child: None,
+            paused: false,
+        };
+        self.spawn(&mut p)?;
+        self.nodes.insert(id, p);
+        Ok(())
+    }
+
+    fn spawn(&self, p: &mut NodeProc) -> Result<(), ClusterError> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&p.log)
+            .map_err(|e| ClusterError::Io(p.log.display().to_string(), e))?;
+        let mut cmd = tokio::process::Command::new("ip");
+        cmd.args(["netns", "exec", &Lab::node_ns(p.slot)])
+            .arg(&self.floe_bin)
+            .args(&p.args)
+            .env("FLOE_LOG", "info,openraft=error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true);
+        if self.opts.faketime {
+            cmd.env("LD_PRELOAD", FAKETIME_LIB)
+                .env("FAKETIME_TIMESTAMP_FILE", &p.faketime_file)
+                .env("FAKETIME_NO_CACHE", "1")
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        }
+        if self.opts.unsafe_reads {
+            cmd.env("FLOE_UNSAFE_UNCONFIRMED_READS", "1");
+        }
+        let child = cmd.spawn().map_err(|e| ClusterError::Spawn(p.id, e))?;
+        p.child = Some(child);
+        p.paused = false;
+        Ok(())
+    }
+
+    /// Every slot's address (clients use them all as seeds: slots are reused by new nodes).
+    pub fn seed_addrs(&self) -> Vec<SocketAddr> {
+        (1..=self.slots)
+            .map(|s| SocketAddr::from((Lab::node_ip(s), PORT)))
+            .collect()
+    }
+
+    /// Ids of nodes whose process runs and is not paused.
+    pub fn live_ids(&self) -> Vec<u64> {
+        self.nodes
+            .values()
+            .filter(|n| n.running() && !n.paused)
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// Ids of voters.
+    pub fn voter_ids(&self) -> Vec<u64> {
+        self.nodes
+            .values()
+            .filter(|n| n.voter)
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// SIGKILL node `id` and reap it; returns whether it died of SIGKILL.
+    pub async fn kill(&mut self, id: u64) -> bool {
+        let Some(p) = self.nodes.get_mut(&id) else {
+            return false;
+        };
+        let Some(mut child) = p.child.take() else {
+            return false;
+        };
+        if let Some(pid) = child.id() {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGCONT);
+        }
+        let _ = child.start_kill();
+        p.paused = false;
+        match tokio::time::timeout(Duration::from_secs(10), child.wait()).await {
+            Ok(Ok(status)) => {
+                use std::os::unix::process::ExitStatusExt;
+                status.signal() == Some(9)
+            }
+            _ => false,
+        }
+    }
+
+    /// Start node `id` again with the same data directory.
+    pub fn restart(&mut self, id: u64) -> Result<(), ClusterError> {
+        let Some(mut p) = self.nodes.remove(&id) else {
+            return Ok(());
+        };
+        let res = if p.child.is_none() {
+            self.spawn(&mut p)
+        } else {
+            Ok(())
+        };
+        self.nodes.insert(id, p);
+        res
+    }
+
+    /// SIGSTOP node `id`; returns whether every thread is now stopped.
+    pub async fn pause(&mut self, id: u64) -> bool {
+        let Some(p) = self.nodes.get_mut(&id) else {
+            return false;
+        };
+        let Some(pid) = p.pid() else { return false };
+        if kill(Pid::from_raw(pid as i32), Signal::SIGSTOP).is_err() {
+            return false;
+        }
+        p.paused = true;
+        // The stop is asynchronous: wait until the kernel reports it.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            if process_stopped(pid) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        false
+    }
+
+    /// SIGCONT node `id`.
+    pub fn resume(&mut self, id: u64) -> bool {
+        let Some(p) = self.nodes.get_mut(&id) else {
+            return false;
+        };
+        let Some(pid) = p.pid() else { return false };
+        p.paused = false;
+        kill(Pid::from_raw(pid as i32), Signal::SIGCONT).is_ok()
+    }
+
+    /// Set node `id`'s wall-clock offset (libfaketime syntax, e.g. `+12.5s`).
+    pub fn set_clock(&self, id: u64, offset_secs: f64) -> Result<(), ClusterError> {
+        let Some(p) = self.nodes.get(&id) else {
+            return Ok(());
+        };
+        let tmp = p.faketime_file.with_extension("tmp");
+        let text = format!("{offset_secs:+.3}s x1\n");
+        std::fs::write(&tmp, text).map_err(|e| ClusterError::Io(tmp.display().to_string(), e))?;
+        std::fs::rename(&tmp, &p.faketime_file)
+            .map_err(|e| ClusterError::Io(p.faketime_file.display().to_string(), e))
+    }
+
+    /// The wall-clock offset node `id`'s processes see now, measured with `date` under the same
+    /// libfaketime settings (seconds).
+    pub fn observed_clock_offset(&self, id: u64) -> Option<f64> {
+        let p = self.nodes.get(&id)?;
+        let out = std::process::Command::new("date")
+            .arg("+%s.%N")
+            .env("LD_PRELOAD", FAKETIME_LIB)
+            .env("FAKETIME_TIMESTAMP_FILE", &p.faketime_file)
+            .env("FAKETIME_NO_CACHE", "1")
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+            .output()
+            .ok()?;
+        let seen: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
+        let real = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_secs_f64();
+        Some(seen - real)
+    }
+
+    /// Node `id`'s status, if it answers within a second.
+    pub async fn status(&self, id: u64) -> Option<StatusReport> {
+        let p = self.nodes.get(&id)?;
+        if !p.running() || p.paused {
+            return None;
+        }
+        match self
+            .admin
+            .request(
+                &Target::any_node(p.addr()),
+                Request::Status,
+                Duration::from_secs(1),
+            )
+            .await
+        {
+            Ok(Reply::Status(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The leader, as a node that believes it leads reports (highest term wins).
+    pub async fn leader(&self) -> Option<u64> {
+        let mut best: Option<(u64, u64)> = None;
+        for id in self.live_ids() {
+            if let Some(s) = self.status(id).await
+                && s.state == "Leader"
+                && best.is_none_or(|(t, _)| s.term > t)
+            {
+                best = Some((s.term, s.node));
+            }
+        }
+        best.map(|(_, id)| id)
+    }
+
+    /// Send an admin request to the cluster, following leader hints.
+    async fn admin_request(&self, what: &str, req: Request) -> Result<Reply, ClusterError> {
+        let mut targets: Vec<Target> = self
+            .live_ids()
+            .iter()
+            .filter_map(|id| self.nodes.get(id))
+            .map(|p| Target::any_node(p.addr()))
+            .collect();
+        let mut last = String::from("no node answered");
+        let mut i = 0;
+        while i < targets.len() && i < 12 {
+            let t = targets[i].clone();
+            i += 1;
+            match self
+                .admin
+                .request(&t, req.clone(), Duration::from_secs(20))
+                .await
+            {
+                Ok(r) => return Ok(r),
+                Err(RpcError::Remote(WireError {
+                    kind: ErrorKind::NotLeader { leader: Some(h) },
+                    ..
+                })) => {
+                    if let Ok(a) = h.addr.parse() {
+                        targets.insert(i, Target::node(h.node, a));
+                    }
+                }
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(ClusterError::Admin(what.to_string(), last))
+    }
+
+    /// A free namespace slot.
+    fn free_slot(&self) -> Option<u8> {
+        (1..=self.slots).find(|s| self.nodes.values().all(|n| n.slot != *s))
+    }
+
+    /// Start a fresh node (new id, empty data) and add it as a learner. Returns its id.
+    pub async fn add_learner(&mut self) -> Result<u64, ClusterError> {
+        let slot = self.free_slot().ok_or(ClusterError::NoSlot)?;
+        let id = self.next_id;
+        self.next_id += 1;
+        self.create_node(id, slot, false, &[])?;
+        let addr = SocketAddr::from((Lab::node_ip(slot), PORT)).to_string();
+        let req = Request::AddNode {
+            node: id,
+            addr,
+            voter: false,
+        };
+        if let Err(e) = self.admin_request("add learner", req).await {
+            // Not added: stop it and free the slot.
+            self.discard(id).await;
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    /// Make learner `id` a voter.
+    pub async fn promote(&mut self, id: u64) -> Result<(), ClusterError> {
+        let Some(p) = self.nodes.get(&id) else {
+            return Ok(());
+        };
+        let req = Request::AddNode {
+            node: id,
+            addr: p.addr().to_string(),
+            voter: true,
+        };
+        self.admin_request("promote", req).await?;
+        if let Some(p) = self.nodes.get_mut(&id) {
+            p.voter = true;
+        }
+        Ok(())
+    }
+
+    /// Remove node `id` from the membership, then stop it and delete its data.
+    pub async fn remove(&mut self, id: u64) -> Result<(), ClusterError> {
+        self.admin_request("remove", Request::RemoveNode { node: id })
+            .await?;
+        self.discard(id).await;
+        Ok(())
+    }
+
+    async fn discard(&mut self, id: u64) {
+        self.kill(id).await;
+        self.nodes.remove(&id);
+        let _ = std::fs::remove_dir_all(self.dir.join(format!("data-{id}")));
+    }
+
+    /// The membership as the leader reports it: (voters, learners).
+    pub async fn membership(&self) -> Option<(Vec<u64>, Vec<u64>)> {
+        let leader = self.leader().await?;
+        let s = self.status(leader).await?;
+        let voters = s
+            .members
+            .iter()
+            .filter(|m| m.voter)
+            .map(|m| m.node)
+            .collect();
+        let learners = s
+            .members
+            .iter()
+            .filter(|m| !m.voter)
+            .map(|m| m.node)
+            .collect();
+        Some((voters, learners))
+    }
+
+    /// Wait until every member process agrees on one leader and every member is alive in the
+    /// directory. Returns the last status seen or a description of what is wrong.
+    pub async fn wait_healthy(&self, limit: Duration) -> Result<StatusReport, ClusterError> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let why = match self.healthy_once().await {
+                Ok(s) => return Ok(s),
+                Err(w) => w,
+            };
+            if Instant::now() > deadline {
+                return Err(ClusterError::NotHealthy(format!(
+                    "cluster not healthy within {limit:?}: {why}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn healthy_once(&self) -> Result<StatusReport, String> {
+        let mut leaders = Vec::new();
+        let mut last = None;
+        for (id, p) in &self.nodes {
+            if !p.running() || p.paused {
+                return Err(format!("node {id} is not running"));
+            }
+            let s = self
+                .status(*id)
+                .await
+                .ok_or_else(|| format!("node {id} does not answer"))?;
+            leaders.push(s.leader);
+            last = Some(s);
+        }
+        let s = last.ok_or("no nodes")?;
+        if leaders.iter().any(|l| l.is_none() || *l != leaders[0]) {
+            return Err(format!("leaders disagree: {leaders:?}"));
+        }
+        let dead: Vec<u64> = s
+            .members
+            .iter()
+            .filter(|m| !m.alive)
+            .map(|m| m.node)
+            .collect();
+        if !dead.is_empty() {
+            return Err(format!("members not alive in the directory: {dead:?}"));
+        }
+        if s.members.len() != self.nodes.len() {
+            return Err(format!(
+                "{} members, {} processes",
+                s.members.len(),
+                self.nodes.len()
+            ));
+        }
+        Ok(s)
+    }
+
+    /// Lines with "panicked" in any node log.
+    pub fn panics(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(&self.dir) {
+            for e in rd.flatten() {
+                let path = e.path();
+                if path.extension().is_some_and(|x| x == "log")
+                    && let Ok(text) = std::fs::read_to_string(&path)
+                {
+                    for l in text.lines().filter(|l| l.contains("panicked")) {
+                        out.push(format!("{}: {l}", path.display()));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Stop every process: resume paused ones, SIGTERM, then SIGKILL after a grace period.
+    pub async fn shutdown(&mut self) {
+        for p in self.nodes.values_mut() {
+            if let Some(pid) = p.pid() {
+                let pid = Pid::from_raw(pid as i32);
+                let _ = kill(pid, Signal::SIGCONT);
+                let _ = kill(pid, Signal::SIGTERM);
+            }
+        }
+        for p in self.nodes.values_mut() {
+            if let Some(mut c) = p.child.take()
+                && tokio::time::timeout(Duration::from_secs(10), c.wait())
+                    .await
+                    .is_err()
+            {
+                let _ = c.start_kill();
+                let _ = c.wait().await;
+            }
+        }
+        self.admin.shutdown(Duration::from_millis(200)).await;
+    }
+}
+
+/// Whether every thread of `pid` is stopped (state `T`).
+fn process_stopped(pid: u32) -> bool {
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    let mut any = false;
+    for t in rd.flatten() {
+        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
+            return false;
+        };
+        // The state follows the parenthesized command name.
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next());
+        if state != Some("T") {
+            return false;
+        }
+        any = true;
+    }
+    any
+}
