@@ -39,6 +39,8 @@ pub struct Baselines {
     pub sled_1: Case,
     /// Raw sled, 256 inserts + flush + fdatasync at a time.
     pub sled_256: Case,
+    /// Raw sled, three dbs each doing one insert + flush + fdatasync at a time.
+    pub sled_1x3: Case,
 }
 
 impl Baselines {
@@ -273,9 +275,8 @@ async fn raw_quinn(
     }
 }
 
-/// Raw sled in `dir`: `batch` inserts of 120 B, `flush()`, `fdatasync` of the db file, for
-/// `budget`. Latency is per flush; ops are entries.
-pub fn raw_sled(dir: &Path, batch: u64, budget: Duration) -> Result<Case, BenchError> {
+/// Open a sled db like raft-store does, and its db file for `fdatasync`.
+fn open_sled(dir: &Path) -> Result<(sled::Db, std::fs::File), BenchError> {
     let db = sled::Config::new()
         .path(dir)
         .cache_capacity(256 << 20)
@@ -284,11 +285,21 @@ pub fn raw_sled(dir: &Path, batch: u64, budget: Duration) -> Result<Case, BenchE
         .map_err(|e| BenchError::Cluster(format!("sled {}: {e}", dir.display())))?;
     let file = std::fs::File::open(dir.join("db"))
         .map_err(|e| BenchError::io(format!("{}/db", dir.display()), e))?;
+    Ok((db, file))
+}
+
+/// `batch` inserts of 120 B, `flush()`, `fdatasync`, repeated until `budget` from `start`;
+/// returns the entries written and the latency of each flush.
+fn sled_loop(
+    db: &sled::Db,
+    file: &std::fs::File,
+    batch: u64,
+    start: Instant,
+    budget: Duration,
+    bar: Option<&indicatif::ProgressBar>,
+) -> Result<(u64, Vec<Duration>), BenchError> {
     let value = vec![7u8; 120];
-    let name = format!("raw sled, {batch} × insert + flush + fdatasync");
-    let bar = crate::load::bar(&format!("raw sled × {batch}"), Limit::Time(budget));
     let (mut next, mut lat) = (0u64, Vec::new());
-    let start = Instant::now();
     while start.elapsed() < budget {
         let t = Instant::now();
         for _ in 0..batch {
@@ -301,13 +312,75 @@ pub fn raw_sled(dir: &Path, batch: u64, budget: Duration) -> Result<Case, BenchE
         file.sync_data()
             .map_err(|e| BenchError::io("fdatasync", e))?;
         lat.push(t.elapsed());
-        bar.set_position(start.elapsed().as_millis() as u64);
+        if let Some(b) = bar {
+            b.set_position(start.elapsed().as_millis() as u64);
+        }
     }
+    Ok((next, lat))
+}
+
+/// Raw sled in `dir`: `batch` inserts of 120 B, `flush()`, `fdatasync` of the db file, for
+/// `budget`. Latency is per flush; ops are entries.
+pub fn raw_sled(dir: &Path, batch: u64, budget: Duration) -> Result<Case, BenchError> {
+    let (db, file) = open_sled(dir)?;
+    let name = format!("raw sled, {batch} × insert + flush + fdatasync");
+    let bar = crate::load::bar(&format!("raw sled × {batch}"), Limit::Time(budget));
+    let cpu = CpuSample::take(&[]);
+    let start = Instant::now();
+    let (next, mut lat) = sled_loop(&db, &file, batch, start, budget, Some(&bar))?;
     bar.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
     let mut c = Case::new("baseline", name, next, secs);
     c.latency = crate::stats::Latency::from_samples(&mut lat);
-    c.note = Some("latency per flush; ops are entries".into());
+    // In this process: the "client" CPU is sled's (its flusher thread included).
+    (_, c.client_cpu_us_per_op) = cpu.per_op_since(&CpuSample::take(&[]), next);
+    c.note = Some("in the bench process; latency per flush; ops are entries".into());
+    Ok(c)
+}
+
+/// Three sled dbs on the same disk, each with its own thread doing 1 insert + flush +
+/// fdatasync at a time: what three co-located voters' log appends cost when they overlap.
+pub fn raw_sled_parallel(dir: &Path, dbs: usize, budget: Duration) -> Result<Case, BenchError> {
+    let opened = (0..dbs)
+        .map(|i| open_sled(&dir.join(format!("db-{i}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let bar = crate::load::bar(&format!("raw sled × 1, {dbs} dbs"), Limit::Time(budget));
+    let cpu = CpuSample::take(&[]);
+    let start = Instant::now();
+    let results = std::thread::scope(|s| {
+        let handles: Vec<_> = opened
+            .iter()
+            .enumerate()
+            .map(|(i, (db, file))| {
+                let bar = (i == 0).then_some(&bar);
+                s.spawn(move || sled_loop(db, file, 1, start, budget, bar))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .map_err(|_| BenchError::Cluster("sled thread panicked".into()))?
+            })
+            .collect::<Result<Vec<_>, BenchError>>()
+    })?;
+    bar.finish_and_clear();
+    let secs = start.elapsed().as_secs_f64();
+    let mut entries = 0;
+    let mut lat = Vec::new();
+    for (n, mut l) in results {
+        entries += n;
+        lat.append(&mut l);
+    }
+    let mut c = Case::new(
+        "baseline",
+        format!("raw sled, 1 × insert + flush + fdatasync, {dbs} dbs in parallel"),
+        entries,
+        secs,
+    );
+    c.latency = crate::stats::Latency::from_samples(&mut lat);
+    (_, c.client_cpu_us_per_op) = cpu.per_op_since(&CpuSample::take(&[]), entries);
+    c.note = Some("one thread per db, same disk: three co-located voters' appends".into());
     Ok(c)
 }
 
@@ -319,11 +392,14 @@ pub async fn measure(opts: &Opts, dir: &Path) -> Result<Baselines, BenchError> {
     let (rtt, pipelined) = raw_quinn(opts, &certs, &client_tls).await?;
     let budget = opts.duration();
     let sled_dir = |n: u64| -> PathBuf { dir.join(format!("sled-{n}")) };
-    let (d1, d256) = (sled_dir(1), sled_dir(256));
+    let (d1, d256, d3) = (sled_dir(1), sled_dir(256), dir.join("sled-par"));
     let sled_1 = tokio::task::spawn_blocking(move || raw_sled(&d1, 1, budget))
         .await
         .map_err(|e| BenchError::Cluster(format!("sled task: {e}")))??;
     let sled_256 = tokio::task::spawn_blocking(move || raw_sled(&d256, 256, budget))
+        .await
+        .map_err(|e| BenchError::Cluster(format!("sled task: {e}")))??;
+    let sled_1x3 = tokio::task::spawn_blocking(move || raw_sled_parallel(&d3, 3, budget))
         .await
         .map_err(|e| BenchError::Cluster(format!("sled task: {e}")))??;
     Ok(Baselines {
@@ -331,5 +407,6 @@ pub async fn measure(opts: &Opts, dir: &Path) -> Result<Baselines, BenchError> {
         pipelined,
         sled_1,
         sled_256,
+        sled_1x3,
     })
 }

@@ -67,7 +67,7 @@ impl Ctx {
             return Ok(b.clone());
         }
         let b = baseline::measure(&self.opts, &self.dir.join("baseline")).await?;
-        for c in [&b.rtt, &b.pipelined, &b.sled_1, &b.sled_256] {
+        for c in [&b.rtt, &b.pipelined, &b.sled_1, &b.sled_256, &b.sled_1x3] {
             self.cases.push(c.clone());
         }
         self.baselines = Some(b.clone());
