@@ -523,6 +523,26 @@ impl Cluster {
         Some((voters, learners))
     }
 
+    /// Read the membership from the leader and make the process table agree with it: processes
+    /// of nodes no longer members are stopped and wiped, voter flags updated. Returns
+    /// (voters, learners).
+    pub async fn sync_membership(&mut self) -> Option<(Vec<u64>, Vec<u64>)> {
+        let (voters, learners) = self.membership().await?;
+        let gone: Vec<u64> = self
+            .nodes
+            .keys()
+            .filter(|id| !voters.contains(id) && !learners.contains(id))
+            .copied()
+            .collect();
+        for id in gone {
+            self.discard(id).await;
+        }
+        for (id, p) in self.nodes.iter_mut() {
+            p.voter = voters.contains(id);
+        }
+        Some((voters, learners))
+    }
+
     /// Wait until every member process agrees on one leader and every member is alive in the
     /// directory. Returns the last status seen or a description of what is wrong.
     pub async fn wait_healthy(&self, limit: Duration) -> Result<StatusReport, ClusterError> {

@@ -176,10 +176,6 @@ pub struct Nemesis<'a> {
     delayer_exe: std::path::PathBuf,
 }
 
-fn secs(d: Duration) -> Duration {
-    d
-}
-
 impl<'a> Nemesis<'a> {
     /// A nemesis injecting `faults` into `cluster`, recording into `rec`.
     pub fn new(
@@ -216,21 +212,43 @@ impl<'a> Nemesis<'a> {
             return;
         }
         let mut rng = rand::rng();
+        // Mixed scenarios go through every kind in a shuffled cycle, two at a time, so each
+        // kind is applied; a kind that could not be applied goes back to the front.
+        let mut queue: std::collections::VecDeque<Fault> = Default::default();
         loop {
             let healthy = Duration::from_millis(rng.random_range(2000..4000));
             if Instant::now() + healthy >= until {
                 break;
             }
-            tokio::time::sleep(secs(healthy)).await;
-            let mut pick = self.faults.clone();
-            pick.shuffle(&mut rng);
-            let n = if pick.len() > 1 { 2 } else { 1 };
-            let chosen: Vec<Fault> = pick.into_iter().take(n).collect();
+            tokio::time::sleep(healthy).await;
+            let n = if self.faults.len() > 1 { 2 } else { 1 };
+            let mut chosen = Vec::new();
+            for _ in 0..4 {
+                if chosen.len() >= n {
+                    break;
+                }
+                if queue.is_empty() {
+                    let mut cycle = self.faults.clone();
+                    cycle.shuffle(&mut rng);
+                    queue.extend(cycle);
+                }
+                if let Some(f) = queue.pop_front() {
+                    if chosen.contains(&f) {
+                        queue.push_back(f);
+                    } else {
+                        chosen.push(f);
+                    }
+                }
+            }
             let mut started = Vec::new();
             for f in &chosen {
-                if let Some(iv) = self.start(*f).await {
-                    on_change(&format!("{} {}", f.name(), iv.detail));
-                    started.push(iv);
+                match self.start(*f).await {
+                    Some(iv) => {
+                        on_change(&format!("{} {}", f.name(), iv.detail));
+                        started.push(iv);
+                    }
+                    None if n > 1 => queue.push_front(*f),
+                    None => {}
                 }
             }
             let hold = Duration::from_millis(rng.random_range(3000..6000));
@@ -544,9 +562,13 @@ impl<'a> Nemesis<'a> {
 
     /// One membership change: add a learner, promote it, or remove a voter.
     async fn membership_step(&mut self) -> (String, Result<(), String>) {
-        let learner = self.cluster.nodes.values().find(|n| !n.voter).map(|n| n.id);
-        let voters = self.cluster.voter_ids();
-        if let Some(l) = learner {
+        let Some((voters, learners)) = self.cluster.sync_membership().await else {
+            return (
+                "membership".into(),
+                Err("no leader reports the membership".into()),
+            );
+        };
+        if let Some(l) = learners.first().copied() {
             let r = self.cluster.promote(l).await.map_err(|e| e.to_string());
             let r = match r {
                 Ok(()) => self.verify_membership(|v, _| v.contains(&l)).await,
@@ -648,11 +670,23 @@ impl<'a> Nemesis<'a> {
             let _ = self.cluster.restart(id);
             self.cluster.resume(id);
         }
-        for _ in 0..10 {
-            let learner = self.cluster.nodes.values().find(|n| !n.voter).map(|n| n.id);
-            let voters = self.cluster.voter_ids();
-            let r = if let Some(l) = learner {
-                self.cluster.promote(l).await
+        // Bring the membership back to `size` voters and no learners, one process per member
+        // (a change whose request failed may still have been applied).
+        let deadline = Instant::now() + Duration::from_secs(45);
+        while Instant::now() < deadline {
+            let Some((voters, learners)) = self.cluster.sync_membership().await else {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            };
+            let orphan = voters
+                .iter()
+                .chain(learners.iter())
+                .find(|id| !self.cluster.nodes.contains_key(id))
+                .copied();
+            let r = if let Some(o) = orphan {
+                self.cluster.remove(o).await
+            } else if let Some(l) = learners.first() {
+                self.cluster.promote(*l).await
             } else if voters.len() > self.cluster.size {
                 let newest = voters.iter().max().copied().unwrap_or_default();
                 self.cluster.remove(newest).await

@@ -16,6 +16,7 @@ fn commit(i: u64) -> Command {
         actor: ActorId::new("bench.Counter", format!("k{}", i % 1024)),
         epoch: 1,
         state: vec![(i % 251) as u8; 64],
+        base: None,
         request: Some(raft_store::RequestId { client: 1, seq: i }),
         reply: vec![1; 8],
     }

@@ -123,6 +123,11 @@ pub enum Command {
         epoch: u64,
         /// The full new state.
         state: Vec<u8>,
+        /// The version of the state the writer computed from: the write is refused with
+        /// [`CommitResult::Conflict`] unless the actor is still at this version. `None` skips the
+        /// check. Two writers of one epoch (an activation dropped while its commit was in flight,
+        /// and its successor) can then never both apply.
+        base: Option<u64>,
         /// The client call this write answers, for exactly-once retries.
         request: Option<RequestId>,
         /// The reply to remember for `request`, returned to a retry.
@@ -212,6 +217,12 @@ pub enum CommitResult {
     /// The state was written; the actor is now at `version`.
     Committed {
         /// The new version.
+        version: u64,
+    },
+    /// The actor is no longer at the writer's base version (another write of the same epoch
+    /// applied first). Nothing was written; reload and run the call again.
+    Conflict {
+        /// The actor's current version.
         version: u64,
     },
     /// This request id was already applied: here is its original outcome. Nothing was written.

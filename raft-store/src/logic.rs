@@ -153,10 +153,13 @@ pub fn apply_command<T: Tables>(
             actor,
             epoch,
             state,
+            base,
             request,
             reply,
-        } => commit(tables, actor, *epoch, state, *request, reply, history)
-            .map(CommandResult::Commit),
+        } => commit(
+            tables, actor, *epoch, state, *base, *request, reply, history,
+        )
+        .map(CommandResult::Commit),
         Command::Release { actor, epoch } => {
             release(tables, actor, *epoch).map(CommandResult::Release)
         }
@@ -254,11 +257,13 @@ fn activate<T: Tables>(
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn commit<T: Tables>(
     tables: &mut T,
     actor: &ActorId,
     epoch: u64,
     state: &[u8],
+    base: Option<u64>,
     request: Option<RequestId>,
     reply: &[u8],
     history: usize,
@@ -280,6 +285,13 @@ fn commit<T: Tables>(
         return Ok(CommitResult::StaleEpoch { current });
     }
     let mut rec = tables.actor(actor)?.unwrap_or_default();
+    if let Some(b) = base
+        && b != rec.version
+    {
+        return Ok(CommitResult::Conflict {
+            version: rec.version,
+        });
+    }
     rec.version += 1;
     rec.state = state.to_vec();
     if let Some(req) = request {
@@ -423,6 +435,7 @@ mod tests {
             actor: ActorId::new("A", key),
             epoch,
             state: state.to_vec(),
+            base: None,
             request: req.map(|(client, seq)| RequestId { client, seq }),
             reply: format!("reply-{state:?}").into_bytes(),
         }
@@ -605,6 +618,54 @@ mod tests {
         assert_eq!(
             run(&mut t, commit("x", 1, b"d", Some((7, 1)))),
             CommandResult::Commit(CommitResult::Committed { version: 4 })
+        );
+    }
+
+    #[test]
+    fn a_commit_from_an_old_version_is_refused() {
+        let mut t = MemTables::default();
+        run(&mut t, reg(1, 1));
+        run(&mut t, act("k", 1));
+        let at = |base, state: &[u8], seq| {
+            let Command::Commit {
+                actor,
+                epoch,
+                state,
+                request,
+                reply,
+                ..
+            } = commit("k", 1, state, Some((1, seq)))
+            else {
+                unreachable!("commit() builds a commit")
+            };
+            Command::Commit {
+                actor,
+                epoch,
+                state,
+                base,
+                request,
+                reply,
+            }
+        };
+        assert_eq!(
+            run(&mut t, at(Some(0), b"a", 1)),
+            CommandResult::Commit(CommitResult::Committed { version: 1 })
+        );
+        // A second writer of the same epoch, computed from version 0: refused, nothing written.
+        assert_eq!(
+            run(&mut t, at(Some(0), b"b", 2)),
+            CommandResult::Commit(CommitResult::Conflict { version: 1 })
+        );
+        assert_eq!(
+            t.actor(&ActorId::new("A", "k"))
+                .ok()
+                .flatten()
+                .map(|r| r.state),
+            Some(b"a".to_vec())
+        );
+        assert_eq!(
+            run(&mut t, at(Some(1), b"c", 3)),
+            CommandResult::Commit(CommitResult::Committed { version: 2 })
         );
     }
 

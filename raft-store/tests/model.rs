@@ -113,6 +113,7 @@ impl Model {
                 actor,
                 epoch,
                 state,
+                base,
                 request,
                 reply,
             } => {
@@ -128,6 +129,10 @@ impl Model {
                 let current = self.owner(&actor.key);
                 if current.map(|p| p.epoch) != Some(*epoch) {
                     return CommandResult::Commit(CommitResult::StaleEpoch { current });
+                }
+                let have = self.states.get(&actor.key).map_or(0, |s| s.0);
+                if base.is_some_and(|b| b != have) {
+                    return CommandResult::Commit(CommitResult::Conflict { version: have });
                 }
                 let st = self.states.entry(actor.key.clone()).or_insert((0, vec![]));
                 st.0 += 1;
@@ -178,13 +183,15 @@ fn simple_command() -> impl Strategy<Value = Command> {
             0..KEYS.len(),
             0..=4u64,
             proptest::collection::vec(any::<u8>(), 0..4),
-            proptest::option::of((1..=2u64, 1..=4u64))
+            proptest::option::of((1..=2u64, 1..=4u64)),
+            proptest::option::of(0..=3u64)
         )
-            .prop_map(|(k, epoch, state, req)| Command::Commit {
+            .prop_map(|(k, epoch, state, req, base)| Command::Commit {
                 actor: actor(k),
                 epoch,
                 reply: state.iter().rev().copied().collect(),
                 state,
+                base,
                 request: req.map(|(client, seq)| RequestId { client, seq }),
             }),
         (0..KEYS.len(), 0..=4u64).prop_map(|(k, epoch)| Command::Release {

@@ -70,7 +70,7 @@ pub(crate) trait Factory: Send + Sync {
         rt: Arc<Runtime>,
         id: ActorId,
         epoch: u64,
-        state: Option<Vec<u8>>,
+        state: Option<(u64, Vec<u8>)>,
         deadline: Instant,
     ) -> BoxFuture<'static, Result<Arc<dyn AnyActivation>, CallFailure>>;
 }
@@ -96,11 +96,12 @@ impl<A: Actor> Factory for TypedFactory<A> {
         rt: Arc<Runtime>,
         id: ActorId,
         epoch: u64,
-        state: Option<Vec<u8>>,
+        state: Option<(u64, Vec<u8>)>,
         deadline: Instant,
     ) -> BoxFuture<'static, Result<Arc<dyn AnyActivation>, CallFailure>> {
         Box::pin(async move {
-            let mut actor = A::create(&id.key, state.as_deref())
+            let version = state.as_ref().map_or(0, |s| s.0);
+            let mut actor = A::create(&id.key, state.as_ref().map(|s| s.1.as_slice()))
                 .map_err(|e| CallFailure::ActivationFailed(e.to_string()))?;
             let chain: Arc<[ActorId]> = Arc::from(vec![id.clone()]);
             let mut ctx = Context::new(rt.clone(), id.clone(), epoch, chain, deadline, None);
@@ -126,6 +127,7 @@ impl<A: Actor> Factory for TypedFactory<A> {
                 last_used: AtomicU64::new(rt.now_ms()),
                 inner: tokio::sync::Mutex::new(Inner {
                     actor,
+                    version,
                     alive: true,
                     tasks: ctx.tasks.take(),
                 }),
@@ -137,6 +139,8 @@ impl<A: Actor> Factory for TypedFactory<A> {
 
 struct Inner<A> {
     actor: A,
+    /// The committed version `actor` holds; commits are conditional on it.
+    version: u64,
     alive: bool,
     tasks: Option<tokio::task::JoinSet<()>>,
 }
@@ -249,13 +253,24 @@ impl<A: Actor> Activation<A> {
             actor: self.id.clone(),
             epoch: self.epoch,
             state: after,
+            base: Some(inner.version),
             request: Some(call.request),
             reply: reply.clone(),
         };
         match rt.proposer.propose(cmd).await {
-            Ok(CommandResult::Commit(CommitResult::Committed { .. })) => {
+            Ok(CommandResult::Commit(CommitResult::Committed { version })) => {
                 rt.metrics.commits.inc();
+                inner.version = version;
                 Ok(reply)
+            }
+            Ok(CommandResult::Commit(CommitResult::Conflict { version })) => {
+                // Another write of this epoch applied first (a predecessor's commit whose
+                // outcome was unknown): ours was not applied. Reload; the caller retries.
+                inner.alive = false;
+                tracing::info!(actor = %self.id, base = inner.version, version, "commit conflict: reloading");
+                Err(CallFailure::Unavailable(
+                    "a concurrent write applied first; retry".into(),
+                ))
             }
             Ok(CommandResult::Commit(CommitResult::Duplicate {
                 reply: original, ..
@@ -267,6 +282,7 @@ impl<A: Actor> Activation<A> {
                     .await
                     .map_err(|e| CallFailure::Unavailable(e.to_string()))?;
                 self.restore(inner, st.as_ref().map(|s| s.state.as_slice()))?;
+                inner.version = st.as_ref().map_or(0, |s| s.version);
                 Ok(original)
             }
             Ok(CommandResult::Commit(CommitResult::StaleEpoch { current })) => {
@@ -689,7 +705,7 @@ impl Runtime {
             .actor_state(&id)
             .await
             .map_err(|e| CallFailure::Unavailable(e.to_string()))?
-            .map(|s| s.state);
+            .map(|s| (s.version, s.state));
         tracing::debug!(actor = %id, epoch, "activating");
         factory
             .activate(self.clone(), id, epoch, state, deadline)
