@@ -43,18 +43,6 @@ pub struct Baselines {
     pub sled_1x3: Case,
 }
 
-impl Baselines {
-    /// Median raw quinn round trip, µs.
-    pub fn rtt_p50(&self) -> f64 {
-        self.rtt.p50().unwrap_or(f64::NAN)
-    }
-
-    /// Median insert + flush + fdatasync of one entry, µs.
-    pub fn fsync_p50(&self) -> f64 {
-        self.sled_1.p50().unwrap_or(f64::NAN)
-    }
-}
-
 /// QUIC settings identical to floe-net's (`TransportConfig::default()`).
 fn quic_transport() -> Arc<quinn::TransportConfig> {
     let d = floe_net::TransportConfig::default();
@@ -208,71 +196,95 @@ async fn raw_exchange(conn: &quinn::Connection, frame: &[u8]) -> Result<(), Stri
         .map_err(|_| format!("no echo within {RAW_DEADLINE:?}"))?
 }
 
-/// Raw quinn: one exchange in flight, then 64 on one connection.
-async fn raw_quinn(
-    opts: &Opts,
-    certs: &Certs,
-    client_tls: &TlsMaterial,
-) -> Result<(Case, Case), BenchError> {
-    let server = spawn_echo(certs).await?;
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(client_config(client_tls)?)
-        .map_err(|e| BenchError::Cluster(format!("quic client config: {e}")))?;
-    let mut cc = quinn::ClientConfig::new(Arc::new(crypto));
-    cc.transport_config(quic_transport());
-    let mut ep = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .map_err(|e| BenchError::io("raw quinn client", e))?;
-    ep.set_default_client_config(cc);
-    let conn = tokio::time::timeout(
-        RAW_DEADLINE,
-        ep.connect(server.addr, &floe_net::certs::node_server_name(ECHO_ID))
-            .map_err(|e| BenchError::Cluster(format!("raw connect: {e}")))?,
-    )
-    .await
-    .map_err(|_| BenchError::Cluster("raw quinn handshake timed out".into()))?
-    .map_err(|e| BenchError::Cluster(format!("raw quinn handshake: {e}")))?;
-    let frame: Arc<[u8]> = echo_call_frame()?.into();
-    let pid = [server.child.id()];
-    let mut cases = Vec::new();
-    // Warm up, then measure.
-    for (inflight, name, warm) in [
-        (1usize, "raw quinn, 1 in flight", true),
-        (64, "raw quinn, 64 in flight", false),
-    ] {
-        let op = {
-            let (conn, frame) = (conn.clone(), frame.clone());
-            move |_, _| {
-                let (conn, frame) = (conn.clone(), frame.clone());
-                async move { raw_exchange(&conn, &frame).await }
-            }
+/// A raw quinn client connected to an echo server process, ready to measure.
+pub struct RawQuinn {
+    server: EchoProc,
+    ep: quinn::Endpoint,
+    conn: quinn::Connection,
+    frame: Arc<[u8]>,
+}
+
+impl RawQuinn {
+    /// Start an echo server process with a certificate from `certs` and connect to it with
+    /// `client_tls`.
+    pub async fn start(certs: &Certs, client_tls: &TlsMaterial) -> Result<Self, BenchError> {
+        let server = spawn_echo(certs).await?;
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(client_config(client_tls)?)
+            .map_err(|e| BenchError::Cluster(format!("quic client config: {e}")))?;
+        let mut cc = quinn::ClientConfig::new(Arc::new(crypto));
+        cc.transport_config(quic_transport());
+        let mut ep = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .map_err(|e| BenchError::io("raw quinn client", e))?;
+        ep.set_default_client_config(cc);
+        let conn = tokio::time::timeout(
+            RAW_DEADLINE,
+            ep.connect(server.addr, &floe_net::certs::node_server_name(ECHO_ID))
+                .map_err(|e| BenchError::Cluster(format!("raw connect: {e}")))?,
+        )
+        .await
+        .map_err(|_| BenchError::Cluster("raw quinn handshake timed out".into()))?
+        .map_err(|e| BenchError::Cluster(format!("raw quinn handshake: {e}")))?;
+        let raw = Self {
+            server,
+            ep,
+            conn,
+            frame: echo_call_frame()?.into(),
         };
-        if warm {
-            drive(
-                "raw quinn warm-up",
-                1,
-                Limit::Time(opts.warmup()),
-                op.clone(),
-            )
-            .await;
+        drive(
+            "raw quinn warm-up",
+            1,
+            Limit::Time(Duration::from_millis(300)),
+            raw.op(),
+        )
+        .await;
+        Ok(raw)
+    }
+
+    fn op(
+        &self,
+    ) -> impl Fn(usize, u64) -> futures_lite::BoxedExchange + Send + Sync + Clone + 'static {
+        let (conn, frame) = (self.conn.clone(), self.frame.clone());
+        move |_, _| {
+            let (conn, frame) = (conn.clone(), frame.clone());
+            Box::pin(async move { raw_exchange(&conn, &frame).await })
         }
+    }
+
+    /// `inflight` exchanges at a time on the one connection for the case duration; the case is
+    /// filed under `scenario`.
+    pub async fn measure(&self, opts: &Opts, scenario: &str, inflight: usize) -> Case {
+        let pid = [self.server.child.id()];
+        let name = format!("raw quinn, {inflight} in flight");
         let before = CpuSample::take(&pid);
-        let run = drive(name, inflight, Limit::Time(opts.duration()), op).await;
+        let run = drive(
+            &format!("{scenario}: {name}"),
+            inflight,
+            Limit::Time(opts.duration()),
+            self.op(),
+        )
+        .await;
         let after = CpuSample::take(&pid);
         let peak = crate::procfs::peak_rss(&pid[0].to_string());
-        let mut c = run.into_case("baseline", name, Some((&before, &after)), peak);
+        let mut c = run.into_case(scenario, name, Some((&before, &after)), peak);
         c.note = Some(format!(
-            "echo server process, {} B frames (a Floe echo call)",
-            frame.len()
+            "baseline: echo server process, {} B frames (a Floe echo call)",
+            self.frame.len()
         ));
-        cases.push(c);
+        c
     }
-    conn.close(0u32.into(), b"done");
-    ep.wait_idle().await;
-    let pipelined = cases.pop();
-    let rtt = cases.pop();
-    match (rtt, pipelined) {
-        (Some(r), Some(p)) => Ok((r, p)),
-        _ => Err(BenchError::Cluster("raw quinn cases missing".into())),
+
+    /// Close the connection and stop the server.
+    pub async fn close(self) {
+        self.conn.close(0u32.into(), b"done");
+        self.ep.wait_idle().await;
     }
+}
+
+/// Boxed future type of one raw exchange.
+mod futures_lite {
+    /// One raw exchange.
+    pub type BoxedExchange =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
 }
 
 /// Open a sled db like raft-store does, and its db file for `fdatasync`.
@@ -389,7 +401,10 @@ pub async fn measure(opts: &Opts, dir: &Path) -> Result<Baselines, BenchError> {
     std::fs::create_dir_all(dir).map_err(|e| BenchError::io(dir.display().to_string(), e))?;
     let certs = Certs::create(&dir.join("certs"))?;
     let client_tls = certs.client_tls()?;
-    let (rtt, pipelined) = raw_quinn(opts, &certs, &client_tls).await?;
+    let raw = RawQuinn::start(&certs, &client_tls).await?;
+    let rtt = raw.measure(opts, "baseline", 1).await;
+    let pipelined = raw.measure(opts, "baseline", 64).await;
+    raw.close().await;
     let budget = opts.duration();
     let sled_dir = |n: u64| -> PathBuf { dir.join(format!("sled-{n}")) };
     let (d1, d256, d3) = (sled_dir(1), sled_dir(256), dir.join("sled-par"));
