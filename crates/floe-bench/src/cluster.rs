@@ -75,6 +75,21 @@ pub fn free_port() -> Result<u16, BenchError> {
         .map_err(|e| BenchError::io("finding a free port", e))
 }
 
+/// The status as the node at `at` reports it, through the admin endpoint `admin` (1 s deadline).
+pub async fn status_at(admin: &Transport, at: SocketAddr) -> Option<StatusReport> {
+    match admin
+        .request(
+            &Target::any_node(at),
+            Request::Status,
+            Duration::from_secs(1),
+        )
+        .await
+    {
+        Ok(Reply::Status(s)) => Some(s),
+        _ => None,
+    }
+}
+
 /// The cluster CA and the certificates of nodes, the bench client and an admin, written as PEM
 /// files in a directory.
 pub struct Certs {
@@ -320,18 +335,12 @@ impl Cluster {
 
     /// The status as `at` reports it (2 s deadline).
     pub async fn status(&self, at: SocketAddr) -> Option<StatusReport> {
-        match self
-            .admin
-            .request(
-                &Target::any_node(at),
-                Request::Status,
-                Duration::from_secs(2),
-            )
-            .await
-        {
-            Ok(Reply::Status(s)) => Some(s),
-            _ => None,
-        }
+        status_at(&self.admin, at).await
+    }
+
+    /// The admin endpoint (to poll the status from another task).
+    pub fn admin(&self) -> Transport {
+        self.admin.clone()
     }
 
     /// Wait until a running node reports a leader and `alive` live members.

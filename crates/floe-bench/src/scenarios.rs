@@ -516,13 +516,19 @@ pub async fn activate(ctx: &mut Ctx) -> Result<(), BenchError> {
     Ok(())
 }
 
+/// What one failover round observed, from the kill.
+struct Round {
+    /// First successful call elsewhere.
+    took: Duration,
+    /// A survivor knew a leader other than the victim.
+    elected: Option<Duration>,
+    /// A survivor's directory had the victim down.
+    down: Option<Duration>,
+}
+
 /// One failover round: place a counter on `victim`, kill -9 it, time the first successful
 /// increment through the survivors, restart it.
-async fn failover_round(
-    cl: &mut Cluster,
-    victim: NodeId,
-    key: &str,
-) -> Result<Duration, BenchError> {
+async fn failover_round(cl: &mut Cluster, victim: NodeId, key: &str) -> Result<Round, BenchError> {
     let survivors: Vec<NodeId> = cl
         .nodes
         .iter()
@@ -553,14 +559,36 @@ async fn failover_round(
             client.cached_owner(&id)
         )));
     }
+    // Watch a survivor's view: when a leader other than the victim is known, and when the
+    // directory has declared the victim down.
+    let (admin, watch) = (cl.admin(), cl.node(survivors[0])?.addr);
     cl.node_mut(victim)?.kill9();
     let t = Instant::now();
+    let watcher = tokio::spawn(async move {
+        let (mut elected, mut down) = (None, None);
+        while t.elapsed() < Duration::from_secs(30) && (elected.is_none() || down.is_none()) {
+            if let Some(s) = crate::cluster::status_at(&admin, watch).await {
+                if elected.is_none() && s.leader.is_some_and(|l| l != victim) {
+                    elected = Some(t.elapsed());
+                }
+                if down.is_none() && s.members.iter().any(|m| m.node == victim && !m.alive) {
+                    down = Some(t.elapsed());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        (elected, down)
+    });
     let after = client
         .actor::<Counter>(key)
         .with_timeout(Duration::from_secs(30))
         .call(Increment(1))
         .await;
     let took = t.elapsed();
+    let (elected, down) = match tokio::time::timeout(Duration::from_secs(31), watcher).await {
+        Ok(Ok(r)) => r,
+        _ => (None, None),
+    };
     let moved = client.cached_owner(&id);
     client.close().await;
     match after {
@@ -578,7 +606,11 @@ async fn failover_round(
     // BENCHMARKS.md); let that settle so the next round starts from a stable cluster.
     tokio::time::sleep(Duration::from_secs(2)).await;
     cl.wait_healthy(3, Duration::from_secs(60)).await?;
-    Ok(took)
+    Ok(Round {
+        took,
+        elected,
+        down,
+    })
 }
 
 /// `failover`: kill -9 the owner of an actor, time to the first successful call elsewhere;
@@ -594,6 +626,7 @@ pub async fn failover(ctx: &mut Ctx) -> Result<(), BenchError> {
     for kind in ["follower", "leader"] {
         let s = spinner(&format!("failover: owner is the {kind}"), "");
         let mut times = Vec::new();
+        let mut rounds_text = Vec::new();
         let started = Instant::now();
         for r in 0..rounds {
             let (leader, a, b) = roles(&mut cl).await?;
@@ -603,12 +636,23 @@ pub async fn failover(ctx: &mut Ctx) -> Result<(), BenchError> {
                 _ => b,
             };
             s.set_message(format!("round {}/{rounds}: kill -9 node {victim}", r + 1));
-            let took = failover_round(&mut cl, victim, &format!("f-{kind}-{r}")).await?;
-            s.println(format!(
-                "  failover, owner {kind} (node {victim}): {:.0} ms",
-                took.as_secs_f64() * 1e3
-            ));
-            times.push(took);
+            let round = failover_round(&mut cl, victim, &format!("f-{kind}-{r}")).await?;
+            let ms = |d: Option<Duration>| {
+                d.map_or_else(
+                    || "?".to_string(),
+                    |d| format!("{:.0}", d.as_secs_f64() * 1e3),
+                )
+            };
+            let line = format!(
+                "{}: leader known {} ms, declared down {} ms, first call {} ms",
+                victim,
+                ms(round.elected),
+                ms(round.down),
+                ms(Some(round.took))
+            );
+            s.println(format!("  failover, owner {kind}, node {line}"));
+            rounds_text.push(line);
+            times.push(round.took);
         }
         s.finish_and_clear();
         let run = crate::load::Run {
@@ -626,8 +670,9 @@ pub async fn failover(ctx: &mut Ctx) -> Result<(), BenchError> {
         c.secs = 0.0;
         c.note = Some(format!(
             "latency = time from kill -9 to the first successful increment elsewhere; default \
-             timings (node timeout {} ms)",
-            node_timeout.as_millis()
+             timings (node timeout {} ms); after the kill of node {}",
+            node_timeout.as_millis(),
+            rounds_text.join("; node ")
         ));
         ctx.figures.push(
             Figure::new("failover", format!("owner {kind}, p50"), nan(c.p50()), "µs")
