@@ -225,6 +225,9 @@ pub enum CommitResult {
         /// The actor's current version.
         version: u64,
     },
+    /// The request is older than a request of the same client whose outcome is no longer
+    /// remembered: it may have been applied already. Nothing was written; its outcome is unknown.
+    Expired,
     /// This request id was already applied: here is its original outcome. Nothing was written.
     Duplicate {
         /// The version the original write produced.

@@ -44,7 +44,14 @@ pub struct StoredActor {
     pub state: Vec<u8>,
     /// Request ids whose outcomes are remembered, oldest first.
     pub recent: VecDeque<RequestId>,
+    /// Per client, the highest request sequence number whose outcome was forgotten (most
+    /// recently updated last, at most [`MAX_FLOORS`]). A request at or below its client's floor
+    /// that is not remembered may have been applied already: it is refused, never re-applied.
+    pub floors: VecDeque<RequestId>,
 }
+
+/// Clients whose forgotten-request floor is kept per actor.
+pub const MAX_FLOORS: usize = 256;
 
 impl StoredActor {
     /// The public view of the state.
@@ -285,6 +292,16 @@ fn commit<T: Tables>(
         return Ok(CommitResult::StaleEpoch { current });
     }
     let mut rec = tables.actor(actor)?.unwrap_or_default();
+    // A request older than one whose outcome was forgotten (delayed in a paused process or a
+    // slow network for longer than the outcome history lasts) may be a duplicate: refuse it.
+    if let Some(req) = request
+        && rec
+            .floors
+            .iter()
+            .any(|f| f.client == req.client && req.seq <= f.seq)
+    {
+        return Ok(CommitResult::Expired);
+    }
     if let Some(b) = base
         && b != rec.version
     {
@@ -307,6 +324,17 @@ fn commit<T: Tables>(
         while rec.recent.len() > history.max(1) {
             if let Some(old) = rec.recent.pop_front() {
                 tables.remove_outcome(actor, old)?;
+                let floor = match rec.floors.iter().position(|f| f.client == old.client) {
+                    Some(i) => rec
+                        .floors
+                        .remove(i)
+                        .map_or(old, |f| if f.seq > old.seq { f } else { old }),
+                    None => old,
+                };
+                rec.floors.push_back(floor);
+                while rec.floors.len() > MAX_FLOORS {
+                    rec.floors.pop_front();
+                }
             }
         }
     }
@@ -615,9 +643,20 @@ mod tests {
         run(&mut t, commit("x", 1, b"b", Some((7, 2))));
         run(&mut t, commit("x", 1, b"c", Some((7, 3))));
         assert_eq!(t.outcomes.len(), 2);
+        // A late copy of the forgotten request is refused, never applied a second time.
         assert_eq!(
             run(&mut t, commit("x", 1, b"d", Some((7, 1)))),
+            CommandResult::Commit(CommitResult::Expired)
+        );
+        assert_eq!(t.actors[&ActorId::new("A", "x")].state, b"c");
+        // Newer requests of that client, and other clients, still commit.
+        assert_eq!(
+            run(&mut t, commit("x", 1, b"e", Some((7, 4)))),
             CommandResult::Commit(CommitResult::Committed { version: 4 })
+        );
+        assert_eq!(
+            run(&mut t, commit("x", 1, b"f", Some((8, 1)))),
+            CommandResult::Commit(CommitResult::Committed { version: 5 })
         );
     }
 

@@ -28,6 +28,8 @@ struct Model {
     states: BTreeMap<String, (u64, Vec<u8>)>,
     /// key -> remembered requests, oldest first: (id, version, reply)
     requests: BTreeMap<String, VecDeque<(RequestId, u64, Vec<u8>)>>,
+    /// (key, client) -> highest forgotten request sequence number
+    forgotten: BTreeMap<(String, u64), u64>,
 }
 
 impl Model {
@@ -130,6 +132,14 @@ impl Model {
                 if current.map(|p| p.epoch) != Some(*epoch) {
                     return CommandResult::Commit(CommitResult::StaleEpoch { current });
                 }
+                if let Some(req) = request
+                    && self
+                        .forgotten
+                        .get(&(actor.key.clone(), req.client))
+                        .is_some_and(|f| req.seq <= *f)
+                {
+                    return CommandResult::Commit(CommitResult::Expired);
+                }
                 let have = self.states.get(&actor.key).map_or(0, |s| s.0);
                 if base.is_some_and(|b| b != have) {
                     return CommandResult::Commit(CommitResult::Conflict { version: have });
@@ -141,8 +151,14 @@ impl Model {
                 if let Some(req) = request {
                     let reqs = self.requests.entry(actor.key.clone()).or_default();
                     reqs.push_back((*req, version, reply.clone()));
-                    if reqs.len() > HISTORY {
-                        reqs.pop_front();
+                    if reqs.len() > HISTORY
+                        && let Some((old, _, _)) = reqs.pop_front()
+                    {
+                        let f = self
+                            .forgotten
+                            .entry((actor.key.clone(), old.client))
+                            .or_insert(old.seq);
+                        *f = (*f).max(old.seq);
                     }
                 }
                 CommandResult::Commit(CommitResult::Committed { version })

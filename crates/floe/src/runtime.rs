@@ -247,6 +247,22 @@ impl<A: Actor> Activation<A> {
                 .inspect_err(|_| {
                     inner.alive = false;
                 })?;
+            // The read index also brought every committed write of this actor here: the
+            // memory must hold the latest one. It may not if a predecessor activation's commit
+            // (outcome unknown when it was dropped) applied after this one loaded its state.
+            let committed = rt
+                .view
+                .actor_state(&self.id)
+                .await
+                .map_err(|e| CallFailure::Unavailable(e.to_string()))?
+                .map_or(0, |s| s.version);
+            if committed != inner.version {
+                inner.alive = false;
+                tracing::info!(actor = %self.id, have = inner.version, committed, "activation behind the committed state: reloading");
+                return Err(CallFailure::Unavailable(
+                    "the activation was behind the committed state; retry".into(),
+                ));
+            }
             return Ok(reply);
         }
         let cmd = Command::Commit {
@@ -262,6 +278,13 @@ impl<A: Actor> Activation<A> {
                 rt.metrics.commits.inc();
                 inner.version = version;
                 Ok(reply)
+            }
+            Ok(CommandResult::Commit(CommitResult::Expired)) => {
+                // A request delayed past the outcome history: it may have been applied before,
+                // so it is not applied again, and its outcome cannot be told.
+                inner.alive = false;
+                tracing::warn!(actor = %self.id, request = %call.request, "request expired: outcome unknown");
+                Err(CallFailure::Timeout)
             }
             Ok(CommandResult::Commit(CommitResult::Conflict { version })) => {
                 // Another write of this epoch applied first (a predecessor's commit whose
