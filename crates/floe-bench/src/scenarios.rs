@@ -726,6 +726,17 @@ pub async fn memory(ctx: &mut Ctx) -> Result<(), BenchError> {
     let base_owner = rss_of(&cl, owner)?;
     let base_ref = rss_of(&cl, reference)?;
     let base_leader = rss_of(&cl, leader)?;
+    let owner_member = |st: &floe_proto::StatusReport| {
+        st.members
+            .iter()
+            .find(|m| m.node == owner)
+            .map(|m| (m.incarnation, m.actors))
+    };
+    let (incarnation, placed_before) = cl
+        .status(cl.node(owner)?.addr)
+        .await
+        .and_then(|st| owner_member(&st))
+        .ok_or_else(|| BenchError::Cluster("no status of the owner".into()))?;
     let mut counts = ctx.opts.activations.clone();
     counts.sort_unstable();
     counts.dedup();
@@ -774,11 +785,17 @@ pub async fn memory(ctx: &mut Ctx) -> Result<(), BenchError> {
             .status(cl.node(owner)?.addr)
             .await
             .ok_or_else(|| BenchError::Cluster("no status".into()))?;
-        let placed = st
-            .members
-            .iter()
-            .find(|m| m.node == owner)
-            .map_or(0, |m| m.actors);
+        let (now_incarnation, placed) = owner_member(&st).unwrap_or((None, 0));
+        // An overloaded machine can make the owner miss heartbeats: declared down, it drops
+        // every activation and rejoins with a new incarnation. The figure would be wrong.
+        if now_incarnation != incarnation || placed < placed_before + done {
+            return Err(BenchError::Cluster(format!(
+                "the owner (node {owner}) did not keep its activations: incarnation \
+                 {incarnation:?} → {now_incarnation:?}, {placed} placements for {} activations \
+                 (it was declared down, probably because the machine is overloaded); rerun",
+                placed_before + done
+            )));
+        }
         let owner_delta = rss_of(&cl, owner)? as f64 - base_owner as f64;
         let ref_delta = rss_of(&cl, reference)? as f64 - base_ref as f64;
         let leader_delta = rss_of(&cl, leader)? as f64 - base_leader as f64;
