@@ -220,12 +220,15 @@ pub struct NodeSettings {
     /// Idle deactivation (`--idle-timeout-ms`); long, so activations stay for the memory
     /// scenario.
     pub idle_timeout: Duration,
+    /// Failure detection timeout (`--node-timeout-ms`); `None`: Floe's default.
+    pub node_timeout: Option<Duration>,
 }
 
 impl Default for NodeSettings {
     fn default() -> Self {
         Self {
             idle_timeout: Duration::from_secs(24 * 3600),
+            node_timeout: None,
         }
     }
 }
@@ -281,6 +284,10 @@ impl Cluster {
                 "--idle-timeout-ms".into(),
                 settings.idle_timeout.as_millis().to_string(),
             ];
+            let mut args = args;
+            if let Some(t) = settings.node_timeout {
+                args.extend(["--node-timeout-ms".into(), t.as_millis().to_string()]);
+            }
             let mut p = NodeProc {
                 id: *id,
                 addr,

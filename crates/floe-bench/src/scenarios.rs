@@ -696,9 +696,15 @@ fn rss_of(cl: &Cluster, id: NodeId) -> Result<u64, BenchError> {
 /// `memory`: resident memory per idle activation. Register actors are activated with one read
 /// each on one follower (the owner) and left idle (idle timeout 24 h); the other follower applies
 /// the same Raft entries (placements) but hosts no activation, so the difference of the two
-/// RSS growths is the runtime's own cost per activation.
+/// RSS growths is the runtime's own cost per activation. Node timeout 10 s (see the code).
 pub async fn memory(ctx: &mut Ctx) -> Result<(), BenchError> {
-    let mut cl = ctx.cluster("memory", NodeSettings::default()).await?;
+    // Failure detection is not what this measures: a long node timeout keeps a node that
+    // stalls on a busy shared disk from being declared down (and dropping its activations).
+    let settings = NodeSettings {
+        node_timeout: Some(Duration::from_secs(10)),
+        ..NodeSettings::default()
+    };
+    let mut cl = ctx.cluster("memory", settings).await?;
     let (leader, owner, reference) = roles(&mut cl).await?;
     let client = cl.client(&[owner]).await?;
     let read = |client: &Client, key: String| {
