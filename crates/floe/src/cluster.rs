@@ -595,6 +595,18 @@ pub(crate) async fn self_fence(rt: Weak<Runtime>, period: Duration) {
                     tracing::warn!(error = %e, "rejoin failed; will retry");
                 }
             }
+            // A rejoin whose registration did not land (no leader, connection lost): the
+            // directory still has the older incarnation, down. Register again.
+            Ok(Some(rec)) if rec.incarnation < inc && !rec.alive => {
+                tracing::info!(
+                    node = rt.node,
+                    incarnation = inc,
+                    "registration not in the directory yet: registering again"
+                );
+                if let Err(e) = rt.register().await {
+                    tracing::warn!(error = %e, "registration failed; will retry");
+                }
+            }
             _ => {}
         }
     }
