@@ -141,7 +141,8 @@ fn synthetic(ops: usize, keys: usize, processes: u64, seed: u64) -> Vec<Event> {
 }
 
 fn main() {
-    for (ops, keys) in [(100_000, 100)] {
+    let (ops, keys) = (100_000, 100);
+    {
         let events = synthetic(ops, keys, 20, 7);
         let t = Instant::now();
         let parts = checker::partition(&events).expect("well formed");

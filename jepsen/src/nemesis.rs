@@ -212,11 +212,20 @@ impl<'a> Nemesis<'a> {
             return;
         }
         let mut rng = rand::rng();
+        // Short runs get a faster schedule, so that every kind still gets its turns: at 60 s and
+        // more, 2–4 s healthy and 3–6 s of fault; at 30 s half of that.
+        let total = until
+            .saturating_duration_since(Instant::now())
+            .as_secs_f64();
+        let scale = (total / 60.0).clamp(0.4, 1.0);
+        let ms = |lo: f64, hi: f64, rng: &mut rand::rngs::ThreadRng| {
+            Duration::from_millis(rng.random_range((lo * scale) as u64..(hi * scale) as u64))
+        };
         // Mixed scenarios go through every kind in a shuffled cycle, two at a time, so each
         // kind is applied; a kind that could not be applied goes back to the front.
         let mut queue: std::collections::VecDeque<Fault> = Default::default();
         loop {
-            let healthy = Duration::from_millis(rng.random_range(2000..4000));
+            let healthy = ms(2000.0, 4000.0, &mut rng);
             if Instant::now() + healthy >= until {
                 break;
             }
@@ -251,7 +260,7 @@ impl<'a> Nemesis<'a> {
                     None => {}
                 }
             }
-            let hold = Duration::from_millis(rng.random_range(3000..6000));
+            let hold = ms(3000.0, 6000.0, &mut rng);
             let end = (Instant::now() + hold).min(until);
             tokio::time::sleep_until(end.into()).await;
             for mut iv in started {
