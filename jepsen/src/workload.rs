@@ -172,6 +172,14 @@ impl Generator {
         }
     }
 
+    /// Remember the value last seen in register `key` (the next cas expects it).
+    fn saw(&self, key: &str, v: Option<u64>) {
+        self.registers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .saw(key, v);
+    }
+
     /// A fresh process id (after an `info`, or for the final reads).
     pub fn new_process(&self) -> u64 {
         self.next_process.fetch_add(1, Ordering::Relaxed)
@@ -182,6 +190,16 @@ impl Generator {
         let n = self.issued.fetch_add(1, Ordering::Relaxed);
         let at = self.start + Duration::from_secs_f64(n as f64 / self.cfg.rate.max(0.1));
         tokio::time::sleep_until(at.into()).await;
+    }
+}
+
+/// How a failed mutation completes: `fail` only when the failure proves it had no effect,
+/// otherwise `info` (outcome unknown).
+fn mutation_failure<E>(e: &floe::CallError<E>) -> Kind {
+    if e.failure().is_some_and(definite) {
+        Kind::Fail
+    } else {
+        Kind::Info
     }
 }
 
@@ -313,10 +331,7 @@ pub async fn register_read(
         .await;
     match r.map_err(|e| e.to_string()).and_then(parse_reg) {
         Ok(v) => {
-            gen_.registers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .saw(key, v);
+            gen_.saw(key, v);
             complete(gen_, rec, process, Kind::Ok, "read", key, reg_json(v), None)
         }
         Err(e) => complete(
@@ -355,18 +370,11 @@ async fn register_write(
         .await;
     match r {
         Ok(()) => {
-            gen_.registers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .saw(key, Some(v));
+            gen_.saw(key, Some(v));
             complete(gen_, rec, process, Kind::Ok, "write", key, json!(v), None)
         }
         Err(e) => {
-            let kind = if e.failure().is_some_and(definite) {
-                Kind::Fail
-            } else {
-                Kind::Info
-            };
+            let kind = mutation_failure(&e);
             complete(
                 gen_,
                 rec,
@@ -409,19 +417,13 @@ async fn register_cas(
         .await;
     match r {
         Ok(CasOutcome::Swapped) => {
-            gen_.registers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .saw(key, Some(to));
+            gen_.saw(key, Some(to));
             let v = json!({"from": reg_json(from), "to": to, "swapped": true});
             complete(gen_, rec, process, Kind::Ok, "cas", key, v, None)
         }
         Ok(CasOutcome::Mismatch(current)) => match parse_reg(current) {
             Ok(cur) => {
-                gen_.registers
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .saw(key, cur);
+                gen_.saw(key, cur);
                 let v = json!({"from": reg_json(from), "to": to, "swapped": false, "current": reg_json(cur)});
                 complete(gen_, rec, process, Kind::Ok, "cas", key, v, None)
             }
@@ -429,11 +431,7 @@ async fn register_cas(
             Err(e) => complete(gen_, rec, process, Kind::Info, "cas", key, args, Some(e)),
         },
         Err(e) => {
-            let kind = if e.failure().is_some_and(definite) {
-                Kind::Fail
-            } else {
-                Kind::Info
-            };
+            let kind = mutation_failure(&e);
             complete(
                 gen_,
                 rec,
@@ -475,11 +473,7 @@ async fn counter_add(
             complete(gen_, rec, process, Kind::Ok, "add", key, v, None)
         }
         Err(e) => {
-            let kind = if e.failure().is_some_and(definite) {
-                Kind::Fail
-            } else {
-                Kind::Info
-            };
+            let kind = mutation_failure(&e);
             complete(
                 gen_,
                 rec,
