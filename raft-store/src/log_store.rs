@@ -273,22 +273,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = sled::Batch::default();
+        // Plain inserts in index order, not a sled batch: sled recovers a prefix of its log, so a
+        // crash keeps a prefix of these entries (the rest were never reported durable), and a
+        // batch would pin the log at the cost of extra buffer writes on every append.
         for e in entries {
-            batch.insert(&log_key(e.log_id.index), encode(&e)?);
+            self.log
+                .insert(log_key(e.log_id.index), encode(&e)?)
+                .map_err(StoreError::from)?;
         }
-        self.log.apply_batch(batch).map_err(StoreError::from)?;
         self.send(Job::Append(callback))?;
         Ok(())
     }
 
     async fn truncate_after(&mut self, last: Option<LogId>) -> Result<(), io::Error> {
         let from = last.map_or(0, |l| l.index + 1);
-        let mut batch = sled::Batch::default();
-        for k in self.log.range(log_key(from)..).keys() {
-            batch.remove(k.map_err(StoreError::from)?);
+        // From the end backwards: a crash part way leaves a log without holes.
+        for k in self.log.range(log_key(from)..).keys().rev() {
+            self.log
+                .remove(k.map_err(StoreError::from)?)
+                .map_err(StoreError::from)?;
         }
-        self.log.apply_batch(batch).map_err(StoreError::from)?;
         self.sync().await
     }
 
@@ -297,11 +301,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.meta
             .insert(LAST_PURGED, encode(&upto)?)
             .map_err(StoreError::from)?;
-        let mut batch = sled::Batch::default();
+        // From the start forwards: a crash part way leaves a log without holes after the point.
         for k in self.log.range(..=log_key(upto.index)).keys() {
-            batch.remove(k.map_err(StoreError::from)?);
+            self.log
+                .remove(k.map_err(StoreError::from)?)
+                .map_err(StoreError::from)?;
         }
-        self.log.apply_batch(batch).map_err(StoreError::from)?;
         Ok(())
     }
 }

@@ -1,10 +1,15 @@
 //! The replicated state machine on sled: nodes, placements, actor states and request outcomes.
 //!
-//! Every batch of log entries is applied in one sled transaction across the state machine's
-//! trees, together with the applied log id and the last membership, so a crash leaves the state
-//! at an entry boundary. The trees of one "generation" hold the whole state; installing a
+//! A batch of log entries is applied in memory first (an overlay over the trees), then persisted
+//! as one redo record (every key it changes, with the applied log id and the last membership)
+//! followed by the plain writes themselves. sled recovers a prefix of its log, so after a crash
+//! either the redo record is lost with everything after it, or it is there and [`StateMachine`]
+//! writes it again when it opens: the state is always at an entry boundary. Plain writes avoid
+//! sled's transactions and write batches, whose log pinning costs several extra buffer writes
+//! per call (see BENCHMARKS.md). The trees of one "generation" hold the whole state; installing a
 //! snapshot loads a new generation and switches to it with one write of the generation number.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -13,9 +18,6 @@ use std::sync::{Arc, Mutex};
 use futures::{FutureExt, Stream, StreamExt};
 use openraft::OptionalSend;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
-use sled::transaction::{
-    ConflictableTransactionError, TransactionError, Transactional, TransactionalTree,
-};
 use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
 use crate::codec::{actor_key, decode, encode, node_key, request_key};
@@ -34,14 +36,20 @@ const APPLIED: &[u8] = b"applied";
 const MEMBERSHIP: &[u8] = b"membership";
 const GENERATION: &[u8] = b"generation";
 const CURRENT_SNAPSHOT: &[u8] = b"snapshot";
+/// The last persisted apply batch, replayed when the store opens.
+const REDO: &[u8] = b"redo";
 
 const TAG_NODES: u8 = 1;
 const TAG_PLACEMENTS: u8 = 2;
 const TAG_ACTORS: u8 = 3;
 const TAG_REQUESTS: u8 = 4;
 
-/// Entries applied per transaction at most.
+/// Entries applied per batch at most.
 const APPLY_CHUNK: usize = 256;
+
+/// Bytes of changes after which an apply batch is persisted before the next entry, so that a
+/// redo record stays inline in sled's log (far below its blob threshold).
+const REDO_BYTES: usize = 32 << 10;
 
 /// The trees of one generation of the state machine.
 #[derive(Debug)]
@@ -88,6 +96,37 @@ impl SmTrees {
         tree.get(key)?.map(|v| decode(&v, what)).transpose()
     }
 
+    /// Write what `redo` records: each change, then the applied log id and membership.
+    fn write_redo(&self, redo: &Redo) -> Result<(), StoreError> {
+        let trees = self.data_trees();
+        for (tag, key, value) in &redo.changes {
+            let Some((_, tree)) = trees.iter().find(|(t, _)| t == tag) else {
+                return Err(StoreError::Corrupt {
+                    what: "redo record",
+                    reason: format!("unknown tree tag {tag}"),
+                });
+            };
+            match value {
+                Some(v) => tree.insert(key.as_slice(), v.as_slice())?,
+                None => tree.remove(key.as_slice())?,
+            };
+        }
+        if let Some(m) = &redo.membership {
+            self.meta.insert(MEMBERSHIP, encode(m)?)?;
+        }
+        self.meta.insert(APPLIED, encode(&redo.applied)?)?;
+        Ok(())
+    }
+
+    /// Finish the last persisted apply batch if a crash interrupted it. Idempotent: the record
+    /// holds final values, and it is always the newest batch.
+    fn replay_redo(&self) -> Result<(), StoreError> {
+        if let Some(redo) = Self::get::<Redo>(&self.meta, REDO, "redo record")? {
+            self.write_redo(&redo)?;
+        }
+        Ok(())
+    }
+
     fn applied_state(&self) -> Result<(Option<LogId>, StoredMembership), StoreError> {
         let applied = Self::get::<Option<LogId>>(&self.meta, APPLIED, "applied log id")?.flatten();
         let membership = Self::get(&self.meta, MEMBERSHIP, "membership")?.unwrap_or_default();
@@ -102,66 +141,131 @@ fn drop_generation(db: &sled::Db, generation: u64) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// [`Tables`] over the trees of one sled transaction.
-struct TxTables<'a> {
-    nodes: &'a TransactionalTree,
-    placements: &'a TransactionalTree,
-    actors: &'a TransactionalTree,
-    requests: &'a TransactionalTree,
+/// One changed key of an apply batch: the tree's tag, the key, and the new value (`None`:
+/// removed).
+type Change = (u8, Vec<u8>, Option<Vec<u8>>);
+
+/// What one persisted apply batch changed; stored under [`REDO`] before the changes themselves.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Redo {
+    applied: Option<LogId>,
+    membership: Option<StoredMembership>,
+    changes: Vec<Change>,
 }
 
-type TxError = ConflictableTransactionError<StoreError>;
+/// [`Tables`] over the committed trees plus the changes of the batch being applied, which stay
+/// in memory until [`Overlay::persist`].
+struct Overlay<'a> {
+    trees: &'a SmTrees,
+    changes: BTreeMap<(u8, Vec<u8>), Option<Vec<u8>>>,
+    bytes: usize,
+}
 
-fn tx_get<T: serde::de::DeserializeOwned>(
-    tree: &TransactionalTree,
-    key: &[u8],
-    what: &'static str,
-) -> Result<Option<T>, TxError> {
-    match tree.get(key)? {
-        Some(v) => decode(&v, what).map(Some).map_err(TxError::Abort),
-        None => Ok(None),
+impl<'a> Overlay<'a> {
+    fn new(trees: &'a SmTrees) -> Self {
+        Self {
+            trees,
+            changes: BTreeMap::new(),
+            bytes: 0,
+        }
+    }
+
+    fn tree(&self, tag: u8) -> Result<&'a sled::Tree, StoreError> {
+        self.trees
+            .data_trees()
+            .into_iter()
+            .find(|(t, _)| *t == tag)
+            .map(|(_, tree)| tree)
+            .ok_or_else(|| StoreError::Corrupt {
+                what: "state machine change",
+                reason: format!("unknown tree tag {tag}"),
+            })
+    }
+
+    fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        tag: u8,
+        key: &[u8],
+        what: &'static str,
+    ) -> Result<Option<T>, StoreError> {
+        // Looked up by an owned key: the map is keyed by (tag, key).
+        match self.changes.get(&(tag, key.to_vec())) {
+            Some(Some(v)) => decode(v, what).map(Some),
+            Some(None) => Ok(None),
+            None => SmTrees::get(self.tree(tag)?, key, what),
+        }
+    }
+
+    fn set(&mut self, tag: u8, key: Vec<u8>, value: Option<Vec<u8>>) {
+        self.bytes += key.len() + value.as_ref().map_or(0, Vec::len) + 8;
+        self.changes.insert((tag, key), value);
+    }
+
+    fn put<T: serde::Serialize>(&mut self, tag: u8, key: Vec<u8>, v: &T) -> Result<(), StoreError> {
+        self.set(tag, key, Some(encode(v)?));
+        Ok(())
+    }
+
+    /// Persist the changes with `applied` (and `membership`, if the batch changed it): the redo
+    /// record first, then each change, then the applied log id. Leaves the overlay empty.
+    fn persist(
+        &mut self,
+        applied: Option<LogId>,
+        membership: Option<StoredMembership>,
+    ) -> Result<(), StoreError> {
+        let changes: Vec<Change> = std::mem::take(&mut self.changes)
+            .into_iter()
+            .map(|((tag, key), value)| (tag, key, value))
+            .collect();
+        self.bytes = 0;
+        let redo = Redo {
+            applied,
+            membership,
+            changes,
+        };
+        self.trees.meta.insert(REDO, encode(&redo)?)?;
+        self.trees.write_redo(&redo)
     }
 }
 
-fn tx_put<T: serde::Serialize>(tree: &TransactionalTree, key: &[u8], v: &T) -> Result<(), TxError> {
-    tree.insert(key, encode(v).map_err(TxError::Abort)?)?;
-    Ok(())
-}
+impl Tables for Overlay<'_> {
+    type Error = StoreError;
 
-impl Tables for TxTables<'_> {
-    type Error = TxError;
-
-    fn node(&self, node: u64) -> Result<Option<NodeRecord>, TxError> {
-        tx_get(self.nodes, &node_key(node), "node record")
+    fn node(&self, node: u64) -> Result<Option<NodeRecord>, StoreError> {
+        self.get(TAG_NODES, &node_key(node), "node record")
     }
-    fn put_node(&mut self, rec: &NodeRecord) -> Result<(), TxError> {
-        tx_put(self.nodes, &node_key(rec.node), rec)
+    fn put_node(&mut self, rec: &NodeRecord) -> Result<(), StoreError> {
+        self.put(TAG_NODES, node_key(rec.node).to_vec(), rec)
     }
-    fn placement(&self, actor: &ActorId) -> Result<Option<PlacementRecord>, TxError> {
-        tx_get(self.placements, &actor_key(actor), "placement")
+    fn placement(&self, actor: &ActorId) -> Result<Option<PlacementRecord>, StoreError> {
+        self.get(TAG_PLACEMENTS, &actor_key(actor), "placement")
     }
-    fn put_placement(&mut self, actor: &ActorId, rec: &PlacementRecord) -> Result<(), TxError> {
-        tx_put(self.placements, &actor_key(actor), rec)
+    fn put_placement(&mut self, actor: &ActorId, rec: &PlacementRecord) -> Result<(), StoreError> {
+        self.put(TAG_PLACEMENTS, actor_key(actor), rec)
     }
-    fn actor(&self, actor: &ActorId) -> Result<Option<StoredActor>, TxError> {
-        tx_get(self.actors, &actor_key(actor), "actor state")
+    fn actor(&self, actor: &ActorId) -> Result<Option<StoredActor>, StoreError> {
+        self.get(TAG_ACTORS, &actor_key(actor), "actor state")
     }
-    fn put_actor(&mut self, actor: &ActorId, rec: &StoredActor) -> Result<(), TxError> {
-        tx_put(self.actors, &actor_key(actor), rec)
+    fn put_actor(&mut self, actor: &ActorId, rec: &StoredActor) -> Result<(), StoreError> {
+        self.put(TAG_ACTORS, actor_key(actor), rec)
     }
-    fn outcome(&self, actor: &ActorId, req: RequestId) -> Result<Option<RequestOutcome>, TxError> {
-        tx_get(self.requests, &request_key(actor, req), "request outcome")
+    fn outcome(
+        &self,
+        actor: &ActorId,
+        req: RequestId,
+    ) -> Result<Option<RequestOutcome>, StoreError> {
+        self.get(TAG_REQUESTS, &request_key(actor, req), "request outcome")
     }
     fn put_outcome(
         &mut self,
         actor: &ActorId,
         req: RequestId,
         outcome: &RequestOutcome,
-    ) -> Result<(), TxError> {
-        tx_put(self.requests, &request_key(actor, req), outcome)
+    ) -> Result<(), StoreError> {
+        self.put(TAG_REQUESTS, request_key(actor, req), outcome)
     }
-    fn remove_outcome(&mut self, actor: &ActorId, req: RequestId) -> Result<(), TxError> {
-        self.requests.remove(request_key(actor, req))?;
+    fn remove_outcome(&mut self, actor: &ActorId, req: RequestId) -> Result<(), StoreError> {
+        self.set(TAG_REQUESTS, request_key(actor, req), None);
         Ok(())
     }
 }
@@ -289,10 +393,12 @@ impl StateMachine {
                 fs::remove_file(f.path())?;
             }
         }
+        let trees = SmTrees::open(db, generation)?;
+        trees.replay_redo()?;
         let shared = Shared {
             db: db.clone(),
             global,
-            trees: Arc::new(RwLock::new(SmTrees::open(db, generation)?)),
+            trees: Arc::new(RwLock::new(trees)),
             snapshot_dir,
             snapshot_files: Mutex::new(()),
             syncer,
@@ -310,55 +416,34 @@ impl StateMachine {
         }
     }
 
-    /// Apply entries in one transaction and return one result per entry.
+    /// Apply entries and return one result per entry. They are persisted in batches of at most
+    /// [`REDO_BYTES`] of changes, each with the log id of its last entry; an error leaves the
+    /// entries of the failing batch unapplied.
     ///
     /// This is what [`RaftStateMachine::apply`] runs; it is public so that tests and tools can
     /// observe the results directly.
     pub async fn apply_entries(&self, entries: &[Entry]) -> Result<Vec<CommandResult>, StoreError> {
-        let Some(last) = entries.last() else {
-            return Ok(Vec::new());
-        };
         let trees = self.shared.trees.write().await;
         let history = self.shared.history;
-        let res = (
-            &trees.meta,
-            &trees.nodes,
-            &trees.placements,
-            &trees.actors,
-            &trees.requests,
-        )
-            .transaction(|(meta, nodes, placements, actors, requests)| {
-                let mut t = TxTables {
-                    nodes,
-                    placements,
-                    actors,
-                    requests,
-                };
-                let mut results = Vec::with_capacity(entries.len());
-                let mut membership = None;
-                for e in entries {
-                    match &e.payload {
-                        EntryPayload::Blank => results.push(CommandResult::Empty),
-                        EntryPayload::Normal(cmd) => {
-                            results.push(apply_command(&mut t, cmd, history)?)
-                        }
-                        EntryPayload::Membership(m) => {
-                            membership = Some(StoredMembership::new(Some(e.log_id), m.clone()));
-                            results.push(CommandResult::Empty);
-                        }
-                    }
+        let mut overlay = Overlay::new(&trees);
+        let mut results = Vec::with_capacity(entries.len());
+        let mut membership = None;
+        for (i, e) in entries.iter().enumerate() {
+            match &e.payload {
+                EntryPayload::Blank => results.push(CommandResult::Empty),
+                EntryPayload::Normal(cmd) => {
+                    results.push(apply_command(&mut overlay, cmd, history)?)
                 }
-                tx_put(meta, APPLIED, &Some(last.log_id))?;
-                if let Some(m) = &membership {
-                    tx_put(meta, MEMBERSHIP, m)?;
+                EntryPayload::Membership(m) => {
+                    membership = Some(StoredMembership::new(Some(e.log_id), m.clone()));
+                    results.push(CommandResult::Empty);
                 }
-                Ok(results)
-            });
-        match res {
-            Ok(r) => Ok(r),
-            Err(TransactionError::Abort(e)) => Err(e),
-            Err(TransactionError::Storage(e)) => Err(StoreError::Sled(e)),
+            }
+            if overlay.bytes >= REDO_BYTES || i + 1 == entries.len() {
+                overlay.persist(Some(e.log_id), membership.take())?;
+            }
         }
+        Ok(results)
     }
 
     async fn apply_chunk(
@@ -683,5 +768,113 @@ impl StateView {
     /// The last applied log id and membership.
     pub async fn applied(&self) -> Result<(Option<LogId>, StoredMembership), StoreError> {
         self.shared.trees.read().await.applied_state()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::Command;
+    use crate::{StoreConfig, open};
+
+    fn entry(index: u64, cmd: Command) -> Entry {
+        Entry {
+            log_id: openraft::testing::log_id::<TypeConfig>(1, 1, index),
+            payload: EntryPayload::Normal(cmd),
+        }
+    }
+
+    fn register(node: u64) -> Command {
+        Command::RegisterNode {
+            node,
+            incarnation: 1,
+            addr: format!("n{node}"),
+            actor_types: vec![],
+        }
+    }
+
+    /// A crash after the redo record of a batch reached the log, before (some of) its changes
+    /// did: reopening finishes the batch.
+    #[tokio::test]
+    async fn an_interrupted_batch_is_finished_on_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let interrupted = entry(3, register(3));
+        {
+            let (_log, sm) = open(dir.path(), &StoreConfig::default()).expect("open");
+            sm.apply_entries(&[entry(1, register(1)), entry(2, register(2))])
+                .await
+                .expect("apply");
+            // What apply would persist for entry 3, computed but only its redo record written.
+            let trees = sm.shared.trees.write().await;
+            let mut overlay = Overlay::new(&trees);
+            let EntryPayload::Normal(cmd) = &interrupted.payload else {
+                unreachable!("a normal entry");
+            };
+            apply_command(&mut overlay, cmd, 64).expect("apply in memory");
+            let redo = Redo {
+                applied: Some(interrupted.log_id),
+                membership: None,
+                changes: overlay
+                    .changes
+                    .into_iter()
+                    .map(|((t, k), v)| (t, k, v))
+                    .collect(),
+            };
+            assert!(!redo.changes.is_empty());
+            trees
+                .meta
+                .insert(REDO, encode(&redo).expect("encode"))
+                .expect("insert");
+            sm.shared.syncer.sync().expect("sync");
+            let (applied, _) = trees.applied_state().expect("applied");
+            assert_eq!(applied.map(|l| l.index), Some(2), "not yet applied");
+        }
+        let (log, sm) = open(dir.path(), &StoreConfig::default()).expect("reopen");
+        let view = sm.view();
+        let (applied, _) = view.applied().await.expect("applied");
+        assert_eq!(applied, Some(interrupted.log_id));
+        let nodes: Vec<u64> = view
+            .nodes()
+            .await
+            .expect("nodes")
+            .iter()
+            .map(|n| n.node)
+            .collect();
+        assert_eq!(nodes, vec![1, 2, 3]);
+        // Replaying again (another crash right after) changes nothing.
+        drop((log, sm, view));
+        let (_log, sm) = open(dir.path(), &StoreConfig::default()).expect("reopen twice");
+        assert_eq!(sm.view().nodes().await.expect("nodes").len(), 3);
+    }
+
+    /// Large batches are cut so that every redo record stays small.
+    #[tokio::test]
+    async fn large_batches_are_persisted_in_bounded_pieces() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_log, sm) = open(dir.path(), &StoreConfig::default()).expect("open");
+        let entries: Vec<Entry> = (1..=256)
+            .map(|i| {
+                entry(
+                    i,
+                    Command::RegisterNode {
+                        node: i,
+                        incarnation: 1,
+                        addr: "a".repeat(1000),
+                        actor_types: vec![],
+                    },
+                )
+            })
+            .collect();
+        let results = sm.apply_entries(&entries).await.expect("apply");
+        assert_eq!(results.len(), 256);
+        let trees = sm.shared.trees.read().await;
+        let redo: Redo = SmTrees::get(&trees.meta, REDO, "redo")
+            .expect("read")
+            .expect("present");
+        assert_eq!(redo.applied.map(|l| l.index), Some(256));
+        let bytes = encode(&redo).expect("encode").len();
+        assert!(bytes < 2 * REDO_BYTES, "redo record of {bytes} bytes");
+        assert!(redo.changes.len() < 256, "the batch was cut");
+        assert_eq!(trees.nodes.len(), 256);
     }
 }

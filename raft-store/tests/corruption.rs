@@ -120,6 +120,11 @@ async fn corrupt_state_is_a_typed_error() {
         ])
         .await
         .expect("apply");
+        // A later batch, so that the damaged record is not in the redo record of the last one
+        // (which reopening writes again).
+        sm.apply_entries(&[entry(4, register(2))])
+            .await
+            .expect("apply");
     }
     damage(dir.path(), |db| {
         let actors = db.open_tree("sm.0.actors").expect("actors");
@@ -145,7 +150,7 @@ async fn corrupt_state_is_a_typed_error() {
     // A commit that must read the damaged record fails the apply with a typed error.
     let err = sm
         .apply_entries(&[entry(
-            4,
+            5,
             Command::Commit {
                 actor: ActorId::new("T", "a"),
                 epoch: 1,
