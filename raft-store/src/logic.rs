@@ -275,8 +275,11 @@ fn commit<T: Tables>(
     reply: &[u8],
     history: usize,
 ) -> Result<CommitResult, T::Error> {
+    let mut rec = tables.actor(actor)?.unwrap_or_default();
     // A request that was applied before keeps its original outcome, whoever owns the actor now.
+    // Its outcome is stored exactly while its id is in `recent`, so most commits skip the lookup.
     if let Some(req) = request
+        && rec.recent.contains(&req)
         && let Some(o) = tables.outcome(actor, req)?
     {
         return Ok(CommitResult::Duplicate {
@@ -291,7 +294,6 @@ fn commit<T: Tables>(
     if current.map(|p| p.epoch) != Some(epoch) {
         return Ok(CommitResult::StaleEpoch { current });
     }
-    let mut rec = tables.actor(actor)?.unwrap_or_default();
     // A request older than one whose outcome was forgotten (delayed in a paused process or a
     // slow network for longer than the outcome history lasts) may be a duplicate: refuse it.
     if let Some(req) = request
