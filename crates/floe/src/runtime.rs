@@ -55,10 +55,13 @@ type CallResult = Result<Vec<u8>, CallFailure>;
 
 pub(crate) trait AnyActivation: Send + Sync {
     fn admit(&self, deadline: Instant) -> BoxFuture<'_, Result<(), CallFailure>>;
+    /// Run `call`. `confirmed`: this call made the activation, whose placement was committed or
+    /// confirmed by a read index after the call arrived, so it needs no read index of its own.
     fn run(
         self: Arc<Self>,
         rt: Arc<Runtime>,
         call: Arc<RawCall>,
+        confirmed: bool,
     ) -> BoxFuture<'static, Result<CallResult, Gone>>;
     fn idle_ms(&self, now_ms: u64) -> u64;
     fn deactivate(self: Arc<Self>, rt: Arc<Runtime>, only_if_idle: bool) -> BoxFuture<'static, ()>;
@@ -161,7 +164,13 @@ impl<A: Actor> Activation<A> {
         Ok(())
     }
 
-    async fn process(&self, rt: &Arc<Runtime>, inner: &mut Inner<A>, call: &RawCall) -> CallResult {
+    async fn process(
+        &self,
+        rt: &Arc<Runtime>,
+        inner: &mut Inner<A>,
+        call: &RawCall,
+        confirmed: bool,
+    ) -> CallResult {
         let before = inner
             .actor
             .save()
@@ -210,7 +219,7 @@ impl<A: Actor> Activation<A> {
                     other => CallFailure::BadRequest(other.to_string()),
                 })
             }
-            Ok(Ok(reply)) => self.finish(rt, inner, call, before, reply).await,
+            Ok(Ok(reply)) => self.finish(rt, inner, call, before, reply, confirmed).await,
         };
         if deactivate {
             inner.alive = false;
@@ -226,6 +235,7 @@ impl<A: Actor> Activation<A> {
         call: &RawCall,
         before: Option<Vec<u8>>,
         reply: Vec<u8>,
+        confirmed: bool,
     ) -> CallResult {
         let after = match inner.actor.save() {
             Ok(a) => a,
@@ -240,6 +250,13 @@ impl<A: Actor> Activation<A> {
         };
         if Some(&after) == before.as_ref() {
             if rt.config.unsafe_unconfirmed_reads {
+                return Ok(reply);
+            }
+            if confirmed {
+                // The activation's placement was committed (or confirmed by a read index) after
+                // this call arrived, and its state was loaded after that: a valid linearization
+                // point for this read. Any call processed by this activation since then only
+                // moved the state forward through commits of its own.
                 return Ok(reply);
             }
             rt.confirm_owner(&self.id, self.epoch)
@@ -385,6 +402,7 @@ impl<A: Actor> AnyActivation for Activation<A> {
         self: Arc<Self>,
         rt: Arc<Runtime>,
         call: Arc<RawCall>,
+        confirmed: bool,
     ) -> BoxFuture<'static, Result<CallResult, Gone>> {
         Box::pin(async move {
             let mut inner = self.inner.lock().await;
@@ -393,7 +411,7 @@ impl<A: Actor> AnyActivation for Activation<A> {
                 return Err(Gone);
             }
             self.last_used.store(rt.now_ms(), Ordering::Relaxed);
-            let out = self.process(&rt, &mut inner, &call).await;
+            let out = self.process(&rt, &mut inner, &call, confirmed).await;
             if !inner.alive {
                 let ptr = Arc::as_ptr(&self) as *const () as usize;
                 self.deactivate_locked(&rt, &mut inner, ptr).await;
@@ -585,9 +603,9 @@ impl Runtime {
                 return Err(CallFailure::Timeout);
             }
             let outcome = match self.activation(&call.actor, call.deadline).await {
-                Ok(act) => {
+                Ok((act, made)) => {
                     act.admit(call.deadline).await?;
-                    let task = tokio::spawn(act.run(self.clone(), call.clone()));
+                    let task = tokio::spawn(act.run(self.clone(), call.clone(), made));
                     match tokio::time::timeout_at(call.deadline.into(), task).await {
                         Err(_) => return Err(CallFailure::Timeout),
                         Ok(Err(e)) => {
@@ -680,18 +698,23 @@ impl Runtime {
         }
     }
 
+    /// The activation of `id` here, made if there is none; true if this caller made it.
     async fn activation(
         self: &Arc<Self>,
         id: &ActorId,
         deadline: Instant,
-    ) -> Result<Arc<dyn AnyActivation>, CallFailure> {
+    ) -> Result<(Arc<dyn AnyActivation>, bool), CallFailure> {
         let cell = lock(&self.table).entry(id.clone()).or_default().clone();
         if let Some(a) = cell.get() {
-            return Ok(a.clone());
+            return Ok((a.clone(), false));
         }
-        let init = cell.get_or_try_init(|| self.clone().activate(id.clone(), deadline));
+        let made = std::sync::atomic::AtomicBool::new(false);
+        let init = cell.get_or_try_init(|| {
+            made.store(true, Ordering::Relaxed);
+            self.clone().activate(id.clone(), deadline)
+        });
         let res = match tokio::time::timeout_at(deadline.into(), init).await {
-            Ok(r) => r.cloned(),
+            Ok(r) => r.cloned().map(|a| (a, made.load(Ordering::Relaxed))),
             Err(_) => Err(CallFailure::Timeout),
         };
         if res.is_err() {
