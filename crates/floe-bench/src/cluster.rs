@@ -166,7 +166,12 @@ impl NodeProc {
             .map_err(|e| BenchError::io(format!("{}", self.log.display()), e))?;
         let child = Command::new(&self.bin)
             .args(&self.args)
-            .env("FLOE_LOG", "warn")
+            // `FLOE_BENCH_NODE_LOG` (a `FLOE_LOG` filter, e.g. "warn,openraft::core=info" for
+            // elections) raises the nodes' log level; the logs stay with `--keep`.
+            .env(
+                "FLOE_LOG",
+                std::env::var("FLOE_BENCH_NODE_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

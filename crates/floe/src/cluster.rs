@@ -108,6 +108,8 @@ pub struct ClusterConfig {
     /// Join as a voter (after catching up) rather than as a learner.
     pub join_as_voter: bool,
     /// The leader declares a node down when its heartbeat acknowledgements stop this long.
+    /// It also sets the Raft election timeout, to between 1/3 and 2/3 of it (at most 400–800 ms):
+    /// a leader is replaced after a silence of 1–1.33 times the node timeout.
     pub node_timeout: Duration,
     /// Where new actors go.
     pub placement: Placement,
@@ -500,13 +502,37 @@ pub(crate) async fn join(
 
 /// The leader's failure detector: declares a node down when its heartbeat acknowledgements
 /// stop for the node timeout, or when it is registered but no longer a member.
+///
+/// It runs on every node, not only on the leader: a follower remembers when it first saw each
+/// registered incarnation and which leader it followed, so that when it becomes leader it can
+/// tell a node it has long known alive (whose silence may have started before this leadership)
+/// from one that has just registered (see [`silence`]).
 pub(crate) async fn failure_detector(rt: Weak<Runtime>, timeout: Duration) {
     let period = (timeout / 8).clamp(Duration::from_millis(10), Duration::from_millis(50));
     let mut leader_since: Option<Instant> = None;
+    // The leader this node followed last, with its term; and, while this node leads, the leader
+    // its election deposed (if the inference of [`deposed_leader`] holds).
+    let mut followed: Option<(NodeId, u64)> = None;
+    let mut deposed: Option<NodeId> = None;
     let mut declared: BTreeSet<(NodeId, u64)> = BTreeSet::new();
-    // When each (node, incarnation) was first seen: a freshly registered incarnation is not
-    // judged by the acknowledgements of the process it replaced.
+    // When each (node, incarnation) was first seen here, whatever this node's role: a freshly
+    // registered incarnation is not judged by the acknowledgements of the process it replaced.
     let mut first_seen: BTreeMap<(NodeId, u64), Instant> = BTreeMap::new();
+    // The applied index `first_seen` was last brought up to date at (records change only by
+    // applying entries).
+    let mut seen_at: Option<u64> = None;
+    // Least heartbeat silence from the leader before this node can start an election: openraft
+    // waits for the leader lease (`election_timeout_max` in the pinned version) and then for a
+    // sampled election timeout of at least `election_timeout_min`.
+    let election_silence = {
+        let c = rt.upgrade().map(|rt| rt.raft.config().clone());
+        c.map_or(Duration::ZERO, |c| {
+            Duration::from_millis(
+                c.election_timeout_min
+                    .saturating_add(c.election_timeout_max),
+            )
+        })
+    };
     loop {
         tokio::time::sleep(period).await;
         let Some(rt) = rt.upgrade() else { return };
@@ -514,16 +540,31 @@ pub(crate) async fn failure_detector(rt: Weak<Runtime>, timeout: Duration) {
             return;
         }
         let m = rt.raft.metrics().borrow_watched().clone();
+        let applied = m.last_applied.map(|l| l.index);
         if m.state != ServerState::Leader {
             leader_since = None;
+            deposed = None;
+            if let Some(l) = m.current_leader.filter(|l| *l != m.id) {
+                followed = Some((l, m.current_term));
+            }
+            if seen_at != applied
+                && let Ok(nodes) = rt.view.nodes().await
+            {
+                note_seen(&mut first_seen, &nodes, Instant::now());
+                seen_at = applied;
+            }
             continue;
         }
-        // A new leader has no acknowledgements yet: live nodes answer its first heartbeats
-        // within a heartbeat interval, so half the timeout is grace enough.
-        let since = *leader_since.get_or_insert_with(|| Instant::now() - timeout / 2);
+        if leader_since.is_none() {
+            deposed = deposed_leader(followed, m.id, m.current_term);
+        }
+        let since = *leader_since.get_or_insert_with(Instant::now);
         let Ok(nodes) = rt.view.nodes().await else {
             continue;
         };
+        let now = Instant::now();
+        note_seen(&mut first_seen, &nodes, now);
+        seen_at = applied;
         let members: BTreeSet<NodeId> = m
             .membership_config
             .membership()
@@ -532,18 +573,23 @@ pub(crate) async fn failure_detector(rt: Weak<Runtime>, timeout: Duration) {
             .collect();
         let acks = m.heartbeat.clone().unwrap_or_default();
         for rec in nodes.into_iter().filter(|r| r.alive && r.node != m.id) {
-            let seen = *first_seen
-                .entry((rec.node, rec.incarnation))
-                .or_insert_with(Instant::now);
-            let silent = if !members.contains(&rec.node) {
-                Duration::MAX
-            } else {
-                let ack = match acks.get(&rec.node) {
-                    Some(Some(at)) => openraft_elapsed(at),
-                    _ => since.elapsed(),
-                };
-                ack.min(seen.elapsed())
-            };
+            let seen = first_seen
+                .get(&(rec.node, rec.incarnation))
+                .map_or(Duration::ZERO, |t| now.saturating_duration_since(*t));
+            let silent = silence(Silence {
+                member: members.contains(&rec.node),
+                ack: match acks.get(&rec.node) {
+                    Some(Some(at)) => Some(openraft_elapsed(at)),
+                    _ => None,
+                },
+                leading: now.saturating_duration_since(since),
+                seen,
+                known_silent: if deposed == Some(rec.node) {
+                    election_silence
+                } else {
+                    timeout / 2
+                },
+            });
             if silent < timeout || !declared.insert((rec.node, rec.incarnation)) {
                 continue;
             }
@@ -563,6 +609,73 @@ pub(crate) async fn failure_detector(rt: Weak<Runtime>, timeout: Duration) {
             }
         }
     }
+}
+
+/// Record when each alive (node, incarnation) of `nodes` was first seen; forget the others (an
+/// incarnation that is down never comes back: a restarted or rejoining node registers a new one).
+fn note_seen(
+    first_seen: &mut BTreeMap<(NodeId, u64), Instant>,
+    nodes: &[NodeRecord],
+    now: Instant,
+) {
+    let alive: BTreeSet<(NodeId, u64)> = nodes
+        .iter()
+        .filter(|r| r.alive)
+        .map(|r| (r.node, r.incarnation))
+        .collect();
+    first_seen.retain(|k, _| alive.contains(k));
+    for k in alive {
+        first_seen.entry(k).or_insert(now);
+    }
+}
+
+/// The leader that this node's election (won at `term`) deposed: the one it followed, if that
+/// one led the term right before.
+///
+/// Floe never transfers leadership, so this node won `term` through its election timer, which
+/// fires only once it has not heard from the leader it followed for the whole leader lease plus
+/// an election timeout (openraft renews a follower's lease only on that leader's messages, and
+/// does not let a voter grant a vote while the lease runs). The deposed leader has thus been
+/// silent towards this node for at least `election_timeout_min + election_timeout_max` before
+/// this leadership started. With a gap in the terms (a split vote, or a leader this node never
+/// saw) nothing is inferred.
+fn deposed_leader(followed: Option<(NodeId, u64)>, me: NodeId, term: u64) -> Option<NodeId> {
+    followed
+        .filter(|(l, t)| *l != me && t.checked_add(1) == Some(term))
+        .map(|(l, _)| l)
+}
+
+/// What the leader knows of one registered node.
+#[derive(Debug, Clone, Copy)]
+struct Silence {
+    /// Whether it is in the Raft membership.
+    member: bool,
+    /// Time since it last acknowledged this leader's heartbeats, if it has.
+    ack: Option<Duration>,
+    /// Time since this node became leader.
+    leading: Duration,
+    /// Time since this node first saw its current incarnation registered.
+    seen: Duration,
+    /// How long it had been silent already when this leadership started, at least: for the
+    /// leader this node's election deposed, the election silence ([`deposed_leader`]); for any
+    /// other node, a grace of half the node timeout (live nodes answer a new leader's first
+    /// heartbeats within a heartbeat interval).
+    known_silent: Duration,
+}
+
+/// How long a node has been silent, as far as the leader can tell: since its last
+/// acknowledgement, or, before it acknowledged this leader, since the leadership started plus
+/// what was known before. Never longer than its incarnation has been seen: a freshly registered
+/// incarnation gets a whole node timeout, however old the acknowledgements of the process it
+/// replaced are.
+fn silence(s: Silence) -> Duration {
+    if !s.member {
+        return Duration::MAX;
+    }
+    let heard = s
+        .ack
+        .unwrap_or_else(|| s.leading.saturating_add(s.known_silent));
+    heard.min(s.seen)
 }
 
 fn openraft_elapsed(
@@ -689,5 +802,112 @@ pub(crate) async fn cluster_view(raft: &Raft, view: &StateView) -> ClusterView {
         term: m.current_term,
         last_applied: m.last_applied.map(|l| l.index),
         members,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIMEOUT: Duration = Duration::from_millis(600);
+    // The election silence of the default timing (200 + 400 ms).
+    const ELECTION: Duration = Duration::from_millis(600);
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn known(ack: Option<u64>, leading: u64, seen: u64, known_silent: Duration) -> Duration {
+        silence(Silence {
+            member: true,
+            ack: ack.map(ms),
+            leading: ms(leading),
+            seen: ms(seen),
+            known_silent,
+        })
+    }
+
+    #[test]
+    fn a_node_that_left_the_membership_is_down_at_once() {
+        let s = Silence {
+            member: false,
+            ack: Some(ms(1)),
+            leading: ms(0),
+            seen: ms(0),
+            known_silent: TIMEOUT / 2,
+        };
+        assert_eq!(silence(s), Duration::MAX);
+    }
+
+    #[test]
+    fn acknowledgements_decide_once_there_are_some() {
+        assert_eq!(known(Some(40), 5_000, 60_000, TIMEOUT / 2), ms(40));
+        assert_eq!(known(Some(700), 5_000, 60_000, TIMEOUT / 2), ms(700));
+        // The deposed leader answers us after all: it is judged by its answers.
+        assert_eq!(known(Some(30), 10, 60_000, ELECTION), ms(30));
+    }
+
+    #[test]
+    fn a_long_known_node_gets_half_a_timeout_of_grace_from_a_new_leader() {
+        // Seen long ago (as a follower): before it answers, its silence is the time since the
+        // leadership started plus half the timeout, not the time since it was "first seen".
+        assert!(known(None, 0, 60_000, TIMEOUT / 2) < TIMEOUT);
+        assert!(known(None, 290, 60_000, TIMEOUT / 2) < TIMEOUT);
+        assert!(known(None, 300, 60_000, TIMEOUT / 2) >= TIMEOUT);
+    }
+
+    #[test]
+    fn the_deposed_leader_is_down_as_soon_as_the_election_is_won() {
+        assert!(known(None, 0, 60_000, ELECTION) >= TIMEOUT);
+    }
+
+    #[test]
+    fn a_fresh_incarnation_gets_a_whole_timeout() {
+        // Old acknowledgements are those of the process it replaced.
+        assert_eq!(known(Some(5_000), 60_000, 100, TIMEOUT / 2), ms(100));
+        assert!(known(Some(5_000), 60_000, 599, TIMEOUT / 2) < TIMEOUT);
+        assert!(known(None, 0, 0, ELECTION) < TIMEOUT);
+        assert!(known(None, 1_000, 599, ELECTION) < TIMEOUT);
+        assert!(known(None, 1_000, 600, ELECTION) >= TIMEOUT);
+    }
+
+    #[test]
+    fn only_the_leader_of_the_previous_term_counts_as_deposed() {
+        assert_eq!(deposed_leader(Some((3, 7)), 1, 8), Some(3));
+        // A term in between (a split vote, or a leader this node never saw): nothing inferred.
+        assert_eq!(deposed_leader(Some((3, 7)), 1, 9), None);
+        assert_eq!(deposed_leader(Some((3, 8)), 1, 8), None);
+        assert_eq!(deposed_leader(Some((1, 7)), 1, 8), None);
+        assert_eq!(deposed_leader(None, 1, 8), None);
+        assert_eq!(deposed_leader(Some((3, u64::MAX)), 1, 0), None);
+    }
+
+    fn rec(node: NodeId, incarnation: u64, alive: bool) -> NodeRecord {
+        NodeRecord {
+            node,
+            incarnation,
+            alive,
+            addr: String::new(),
+            actor_types: Vec::new(),
+            placements: 0,
+        }
+    }
+
+    #[test]
+    fn first_seen_keeps_the_first_sighting_of_each_alive_incarnation() {
+        let t0 = Instant::now();
+        let t1 = t0 + ms(500);
+        let mut seen = BTreeMap::new();
+        note_seen(&mut seen, &[rec(1, 1, true), rec(2, 1, true)], t0);
+        // Node 2 restarted: incarnation 1 is down, incarnation 2 registered.
+        note_seen(
+            &mut seen,
+            &[rec(1, 1, true), rec(2, 1, false), rec(2, 2, true)],
+            t1,
+        );
+        assert_eq!(seen.get(&(1, 1)), Some(&t0));
+        assert_eq!(seen.get(&(2, 1)), None);
+        assert_eq!(seen.get(&(2, 2)), Some(&t1));
+        assert_eq!(seen.len(), 2);
     }
 }

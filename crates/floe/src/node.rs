@@ -230,11 +230,17 @@ impl NodeBuilder {
         let incarnation = next_incarnation(&dir).map_err(io)?;
         let (log, sm) = raft_store::open(dir.join("raft"), &self.store)?;
         let view = sm.view();
+        // Local mode has one voter, which elects itself at once: the timing does not matter.
+        let timing = RaftTiming::for_node_timeout(
+            self.cluster
+                .as_ref()
+                .map_or(Duration::from_secs(1), |c| c.node_timeout),
+        );
         let config = RaftConfig {
             cluster_name: "floe".into(),
-            heartbeat_interval: 100,
-            election_timeout_min: 400,
-            election_timeout_max: 800,
+            heartbeat_interval: timing.heartbeat_ms,
+            election_timeout_min: timing.election_min_ms,
+            election_timeout_max: timing.election_max_ms,
             enable_pre_vote: Some(true),
             snapshot_policy: raft_store::types::openraft::SnapshotPolicy::LogsSinceLast(10_000),
             max_in_snapshot_log_to_keep: 1_000,
@@ -349,6 +355,46 @@ impl NodeBuilder {
         rt.register().await.map_err(BuildError::Register)?;
         tracing::info!(node = self.id, incarnation, dir = %dir.display(), "node started");
         Ok(Node { rt, raft })
+    }
+}
+
+/// Raft timing derived from the node timeout.
+///
+/// openraft (pinned version) gives a follower's leader a lease of `election_timeout_max`; a
+/// follower starts an election (Pre-Vote first) only after that lease *and* its sampled election
+/// timeout have passed without a message from the leader, and a voter grants no vote while its
+/// own lease runs. A dead leader is therefore replaced after a silence of `max + [min, max)`, not
+/// `[min, max)`; the lease cannot be configured apart from `max`. With `max` = 2/3 of the node
+/// timeout and `min` = `max` / 2 (both rounded up), that silence is 1–1.33 node timeouts (the
+/// default 600 ms gives 200–400 ms, i.e. 600–800 ms of silence, down from 1200–1600 ms with the
+/// fixed 400–800 ms used before): a dead leader is replaced about when its death is declared, and
+/// (below the cap) a leader is never deposed by a shorter silence than the one that gets a
+/// follower declared down. Pre-Vote and the lease still keep one starved follower from disturbing
+/// a live leader: a quorum must have stopped hearing from it. `max` is capped at 800 ms, the
+/// timing used before, so a long node timeout chosen for a loaded machine keeps elections exactly
+/// as tolerant as they were. The heartbeat stays at 100 ms unless the election timeout needs a
+/// shorter one.
+///
+/// Linearizability does not depend on this timing: Floe's reads go through a read index
+/// (`ReadPolicy::ReadIndex`: a quorum acknowledgement of a heartbeat sent after the read
+/// started), never through the leader lease (`LeaseRead`). The lease only bounds how long such a
+/// read waits for that acknowledgement before failing as unavailable (clients retry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RaftTiming {
+    pub(crate) heartbeat_ms: u64,
+    pub(crate) election_min_ms: u64,
+    pub(crate) election_max_ms: u64,
+}
+
+impl RaftTiming {
+    pub(crate) fn for_node_timeout(node_timeout: Duration) -> Self {
+        let max = (node_timeout.as_millis() * 2).div_ceil(3).clamp(40, 800) as u64;
+        let min = max.div_ceil(2);
+        Self {
+            heartbeat_ms: (min / 2).clamp(1, 100),
+            election_min_ms: min,
+            election_max_ms: max,
+        }
     }
 }
 
@@ -574,5 +620,57 @@ impl RaftNetworkV2<TypeConfig> for NoPeer {
         _option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         Err(StreamingError::Network(self.err()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raft_timing_follows_the_node_timeout() {
+        let t = |ms| RaftTiming::for_node_timeout(Duration::from_millis(ms));
+        // The default node timeout.
+        assert_eq!(
+            t(600),
+            RaftTiming {
+                heartbeat_ms: 100,
+                election_min_ms: 200,
+                election_max_ms: 400,
+            }
+        );
+        // Long node timeouts keep the timing used before.
+        for ms in [1_200, 2_000, 10_000, u64::MAX] {
+            assert_eq!(
+                t(ms),
+                RaftTiming {
+                    heartbeat_ms: 100,
+                    election_min_ms: 400,
+                    election_max_ms: 800,
+                }
+            );
+        }
+        for ms in [
+            0, 1, 10, 50, 100, 299, 300, 301, 599, 600, 601, 1_199, 1_200, 10_000,
+        ] {
+            let timing = t(ms);
+            // openraft accepts it.
+            RaftConfig {
+                heartbeat_interval: timing.heartbeat_ms,
+                election_timeout_min: timing.election_min_ms,
+                election_timeout_max: timing.election_max_ms,
+                ..Default::default()
+            }
+            .validate()
+            .unwrap_or_else(|e| panic!("node timeout {ms} ms: {e}"));
+            // A leader is deposed only after a silence at least the node timeout (below the
+            // cap), and the lease (max) spans at least three heartbeats.
+            let silence = timing.election_min_ms + timing.election_max_ms;
+            assert!(silence >= ms.min(1_200), "{ms}: {timing:?}");
+            assert!(
+                timing.election_max_ms >= 3 * timing.heartbeat_ms,
+                "{ms}: {timing:?}"
+            );
+        }
     }
 }
