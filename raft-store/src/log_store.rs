@@ -23,6 +23,9 @@ use crate::types::{Entry, IOFlushed, LogId, LogState, TypeConfig, Vote};
 const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
 const LAST_PURGED: &[u8] = b"last_purged";
+/// Appends of at least this many entries go through one sled batch; smaller ones are plain
+/// inserts (see `append`).
+const BATCH_FROM: usize = 32;
 
 /// How far a write must get before the store reports it durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -273,13 +276,36 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        // Plain inserts in index order, not a sled batch: sled recovers a prefix of its log, so a
-        // crash keeps a prefix of these entries (the rest were never reported durable), and a
-        // batch would pin the log at the cost of extra buffer writes on every append.
-        for e in entries {
-            self.log
-                .insert(log_key(e.log_id.index), encode(&e)?)
-                .map_err(StoreError::from)?;
+        // Few entries: plain inserts in index order. sled recovers a prefix of its log, so a crash
+        // keeps a prefix of them (the rest were never reported durable), and a sled batch pins
+        // the log at the cost of extra buffer writes, which dominates small appends. Many entries:
+        // one batch, whose fixed cost is spread over them and which sled writes more compactly.
+        let mut entries = entries.into_iter().peekable();
+        let mut batch: Option<sled::Batch> = None;
+        let mut pending = Vec::new();
+        while let Some(e) = entries.next() {
+            let kv = (log_key(e.log_id.index), encode(&e)?);
+            match &mut batch {
+                Some(b) => b.insert(&kv.0, kv.1),
+                None => {
+                    pending.push(kv);
+                    if pending.len() >= BATCH_FROM && entries.peek().is_some() {
+                        let mut b = sled::Batch::default();
+                        for (k, v) in pending.drain(..) {
+                            b.insert(&k, v);
+                        }
+                        batch = Some(b);
+                    }
+                }
+            }
+        }
+        match batch {
+            Some(b) => self.log.apply_batch(b).map_err(StoreError::from)?,
+            None => {
+                for (k, v) in pending {
+                    self.log.insert(k, v).map_err(StoreError::from)?;
+                }
+            }
         }
         self.send(Job::Append(callback))?;
         Ok(())
