@@ -280,31 +280,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // keeps a prefix of them (the rest were never reported durable), and a sled batch pins
         // the log at the cost of extra buffer writes, which dominates small appends. Many entries:
         // one batch, whose fixed cost is spread over them and which sled writes more compactly.
-        let mut entries = entries.into_iter().peekable();
-        let mut batch: Option<sled::Batch> = None;
-        let mut pending = Vec::new();
-        while let Some(e) = entries.next() {
-            let kv = (log_key(e.log_id.index), encode(&e)?);
-            match &mut batch {
-                Some(b) => b.insert(&kv.0, kv.1),
-                None => {
-                    pending.push(kv);
-                    if pending.len() >= BATCH_FROM && entries.peek().is_some() {
-                        let mut b = sled::Batch::default();
-                        for (k, v) in pending.drain(..) {
-                            b.insert(&k, v);
-                        }
-                        batch = Some(b);
-                    }
-                }
-            }
+        let mut kvs = Vec::new();
+        for e in entries {
+            kvs.push((log_key(e.log_id.index), encode(&e)?));
         }
-        match batch {
-            Some(b) => self.log.apply_batch(b).map_err(StoreError::from)?,
-            None => {
-                for (k, v) in pending {
-                    self.log.insert(k, v).map_err(StoreError::from)?;
-                }
+        if kvs.len() >= BATCH_FROM {
+            let mut batch = sled::Batch::default();
+            for (k, v) in kvs {
+                batch.insert(&k, v);
+            }
+            self.log.apply_batch(batch).map_err(StoreError::from)?;
+        } else {
+            for (k, v) in kvs {
+                self.log.insert(k, v).map_err(StoreError::from)?;
             }
         }
         self.send(Job::Append(callback))?;

@@ -96,16 +96,22 @@ impl SmTrees {
         tree.get(key)?.map(|v| decode(&v, what)).transpose()
     }
 
+    /// The data tree with `tag`.
+    fn tree(&self, tag: u8) -> Result<&sled::Tree, StoreError> {
+        self.data_trees()
+            .into_iter()
+            .find(|(t, _)| *t == tag)
+            .map(|(_, tree)| tree)
+            .ok_or_else(|| StoreError::Corrupt {
+                what: "state machine change",
+                reason: format!("unknown tree tag {tag}"),
+            })
+    }
+
     /// Write what `redo` records: each change, then the applied log id and membership.
     fn write_redo(&self, redo: &Redo) -> Result<(), StoreError> {
-        let trees = self.data_trees();
         for (tag, key, value) in &redo.changes {
-            let Some((_, tree)) = trees.iter().find(|(t, _)| t == tag) else {
-                return Err(StoreError::Corrupt {
-                    what: "redo record",
-                    reason: format!("unknown tree tag {tag}"),
-                });
-            };
+            let tree = self.tree(*tag)?;
             match value {
                 Some(v) => tree.insert(key.as_slice(), v.as_slice())?,
                 None => tree.remove(key.as_slice())?,
@@ -170,18 +176,6 @@ impl<'a> Overlay<'a> {
         }
     }
 
-    fn tree(&self, tag: u8) -> Result<&'a sled::Tree, StoreError> {
-        self.trees
-            .data_trees()
-            .into_iter()
-            .find(|(t, _)| *t == tag)
-            .map(|(_, tree)| tree)
-            .ok_or_else(|| StoreError::Corrupt {
-                what: "state machine change",
-                reason: format!("unknown tree tag {tag}"),
-            })
-    }
-
     fn get<T: serde::de::DeserializeOwned>(
         &self,
         tag: u8,
@@ -192,7 +186,7 @@ impl<'a> Overlay<'a> {
         match self.changes.get(&(tag, key.to_vec())) {
             Some(Some(v)) => decode(v, what).map(Some),
             Some(None) => Ok(None),
-            None => SmTrees::get(self.tree(tag)?, key, what),
+            None => SmTrees::get(self.trees.tree(tag)?, key, what),
         }
     }
 

@@ -565,6 +565,9 @@ pub(crate) async fn failure_detector(rt: Weak<Runtime>, timeout: Duration) {
         let now = Instant::now();
         note_seen(&mut first_seen, &nodes, now);
         seen_at = applied;
+        // A declaration is remembered until the directory shows it applied (or the node moved
+        // on to another incarnation); only then can it not be proposed twice.
+        declared.retain(|k| first_seen.contains_key(k));
         let members: BTreeSet<NodeId> = m
             .membership_config
             .membership()
