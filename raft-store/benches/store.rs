@@ -15,10 +15,11 @@ fn commit(i: u64) -> Command {
     Command::Commit {
         actor: ActorId::new("bench.Counter", format!("k{}", i % 1024)),
         epoch: 1,
-        state: vec![(i % 251) as u8; 64],
+        state: Some(vec![(i % 251) as u8; 64]),
         base: None,
-        request: Some(raft_store::RequestId { client: 1, seq: i }),
-        reply: vec![1; 8],
+        request: None,
+        acked: 0,
+        outcome: raft_store::Outcome::Reply(vec![1; 8]),
     }
 }
 

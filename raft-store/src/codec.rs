@@ -60,13 +60,47 @@ fn push_part(k: &mut Vec<u8>, part: &[u8]) {
     k.extend_from_slice(part);
 }
 
-/// Key of a request outcome: the actor's key followed by the request id.
-pub fn request_key(actor: &ActorId, req: RequestId) -> Vec<u8> {
-    let mut k = actor_key(actor);
-    k.extend_from_slice(&req.client.to_be_bytes());
-    k.extend_from_slice(&req.seq.to_be_bytes());
+/// Key of a request outcome: session, sequence number and sub-id, big-endian, so that the
+/// outcomes of one session sort by sequence number.
+pub fn request_key(req: RequestId) -> [u8; 24] {
+    let mut k = [0u8; 24];
+    k[..8].copy_from_slice(&req.session.to_be_bytes());
+    k[8..16].copy_from_slice(&req.seq.to_be_bytes());
+    k[16..].copy_from_slice(&req.sub.to_be_bytes());
     k
 }
+
+/// The request id of an outcome key.
+pub fn request_of_key(key: &[u8]) -> Result<RequestId, StoreError> {
+    let part = |i: usize| -> Result<u64, StoreError> {
+        key.get(i * 8..i * 8 + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_be_bytes)
+            .ok_or_else(|| StoreError::Corrupt {
+                what: "request key",
+                reason: format!("{} bytes, expected 24", key.len()),
+            })
+    };
+    if key.len() != 24 {
+        return Err(StoreError::Corrupt {
+            what: "request key",
+            reason: format!("{} bytes, expected 24", key.len()),
+        });
+    }
+    Ok(RequestId {
+        session: part(0)?,
+        seq: part(1)?,
+        sub: part(2)?,
+    })
+}
+
+/// Key of a session record.
+pub fn session_key(id: u64) -> [u8; 8] {
+    id.to_be_bytes()
+}
+
+/// Key of the session clock, in the sessions tree (shorter than every session key).
+pub const CLOCK_KEY: &[u8] = b"";
 
 /// Key of a node record.
 pub fn node_key(node: u64) -> [u8; 8] {

@@ -34,19 +34,56 @@ impl fmt::Display for ActorId {
     }
 }
 
-/// Identifies one client call across retries: the client's id and its sequence number.
+/// Identifies one call across retries.
+///
+/// `session` is a client session opened through the log ([`Command::OpenSession`]); `seq` numbers
+/// the session's calls; `sub` is 0 for a call the session's owner made itself and names a call
+/// made on its behalf otherwise (a nested call of the handler that runs request `seq`, derived
+/// the same way on every node that runs it). Outcomes are remembered per `(session, seq, sub)`
+/// until the session acknowledges `seq` or expires; see [`crate::logic`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct RequestId {
-    /// A client id, unique per client instance.
-    pub client: u64,
-    /// Sequence number of the call within that client.
+    /// The session the call belongs to.
+    pub session: u64,
+    /// Sequence number of the call within its session.
     pub seq: u64,
+    /// 0 for the session's own call; a derived id for a call made on its behalf.
+    pub sub: u64,
+}
+
+impl RequestId {
+    /// The session's own call number `seq`.
+    pub fn new(session: u64, seq: u64) -> Self {
+        Self {
+            session,
+            seq,
+            sub: 0,
+        }
+    }
 }
 
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.client, self.seq)
+        write!(f, "{}:{}", self.session, self.seq)?;
+        if self.sub != 0 {
+            write!(f, ":{:x}", self.sub)?;
+        }
+        Ok(())
     }
+}
+
+/// What a call answered: recorded with its request id so that a retry gets the same answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The handler's serialized reply.
+    Reply(Vec<u8>),
+    /// The handler's serialized error (the state was not changed).
+    Rejected {
+        /// The serialized error.
+        error: Vec<u8>,
+        /// Its display text.
+        display: String,
+    },
 }
 
 /// A fenced ownership record: the actor is activated on `node` (in its `incarnation`) under
@@ -115,23 +152,41 @@ pub enum Command {
         /// The node that should own it if it has no live owner.
         preferred: NodeId,
     },
-    /// Write an actor's new state under its activation epoch.
+    /// Write an actor's new state under its activation epoch, and record the outcome of the
+    /// request it answers.
     Commit {
         /// The actor.
         actor: ActorId,
         /// The epoch the writer was activated under.
         epoch: u64,
-        /// The full new state.
-        state: Vec<u8>,
+        /// The full new state, or `None` to record `outcome` only (a retried call whose answer
+        /// changed nothing must still be fixed in the log: its first attempt may be in flight).
+        state: Option<Vec<u8>>,
         /// The version of the state the writer computed from: the write is refused with
         /// [`CommitResult::Conflict`] unless the actor is still at this version. `None` skips the
         /// check. Two writers of one epoch (an activation dropped while its commit was in flight,
         /// and its successor) can then never both apply.
         base: Option<u64>,
-        /// The client call this write answers, for exactly-once retries.
+        /// The call this write answers, for exactly-once retries.
         request: Option<RequestId>,
-        /// The reply to remember for `request`, returned to a retry.
-        reply: Vec<u8>,
+        /// Every call of `request`'s session numbered below this has finished for its client and
+        /// will not be retried: their outcomes can be forgotten. 0 says nothing.
+        acked: u64,
+        /// The answer to remember for `request`, returned to a retry.
+        outcome: Outcome,
+    },
+    /// Open a client session; its id is the result.
+    OpenSession {
+        /// Who opened it (the authenticated caller); only it may use the session.
+        owner: String,
+    },
+    /// The leader's clock: advance the state machine's time to `now_ms` (it never goes back) and
+    /// expire every session idle for longer than `idle_ms`, forgetting its outcomes.
+    ExpireSessions {
+        /// Leader wall-clock time, in milliseconds since the Unix epoch.
+        now_ms: u64,
+        /// Idle time after which a session expires.
+        idle_ms: u64,
     },
     /// Give up ownership of an actor (its record, and its epoch, stay).
     Release {
@@ -161,13 +216,20 @@ impl fmt::Display for Command {
                 state,
                 ..
             } => {
-                write!(f, "Commit({actor}, epoch {epoch}, {} bytes", state.len())?;
+                match state {
+                    Some(s) => write!(f, "Commit({actor}, epoch {epoch}, {} bytes", s.len())?,
+                    None => write!(f, "Commit({actor}, epoch {epoch}, outcome only")?,
+                }
                 if let Some(r) = request {
                     write!(f, ", req {r}")?;
                 }
                 f.write_str(")")
             }
             Command::Release { actor, epoch } => write!(f, "Release({actor}, epoch {epoch})"),
+            Command::OpenSession { owner } => write!(f, "OpenSession({owner})"),
+            Command::ExpireSessions { now_ms, idle_ms } => {
+                write!(f, "ExpireSessions(now {now_ms} ms, idle {idle_ms} ms)")
+            }
             Command::Batch(cmds) => write!(f, "Batch({} commands)", cmds.len()),
         }
     }
@@ -225,20 +287,39 @@ pub enum CommitResult {
         /// The actor's current version.
         version: u64,
     },
-    /// The request is older than a request of the same client whose outcome is no longer
-    /// remembered: it may have been applied already. Nothing was written; its outcome is unknown.
+    /// The request's session expired (or was never opened), or its client acknowledged the
+    /// request already: it may have been applied before and its outcome is forgotten. Nothing
+    /// was written; the outcome is unknown.
     Expired,
+    /// The session holds the maximum number of unacknowledged outcomes: nothing was written;
+    /// back off until earlier calls are acknowledged.
+    SessionFull,
     /// This request id was already applied: here is its original outcome. Nothing was written.
     Duplicate {
-        /// The version the original write produced.
+        /// The version the actor was at after the original write.
         version: u64,
-        /// The reply recorded with the original write.
-        reply: Vec<u8>,
+        /// The answer recorded with the original write.
+        outcome: Outcome,
     },
     /// The writer's epoch is not current (or its node is down): the writer must deactivate.
     StaleEpoch {
         /// The current valid owner, if any, to re-route to.
         current: Option<Placement>,
+    },
+}
+
+/// Result of [`Command::OpenSession`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SessionResult {
+    /// The new session's id (never reused).
+    Opened {
+        /// The session id.
+        session: u64,
+    },
+    /// Sessions were expired.
+    Expired {
+        /// How many.
+        count: u64,
     },
 }
 
@@ -266,6 +347,8 @@ pub enum CommandResult {
     Commit(CommitResult),
     /// See [`ReleaseResult`].
     Release(ReleaseResult),
+    /// See [`SessionResult`].
+    Session(SessionResult),
     /// One result per command of a [`Command::Batch`], in order.
     Batch(Vec<CommandResult>),
     /// The command is malformed (for example a nested batch) and was not applied.

@@ -38,8 +38,11 @@ pub use state_machine::{SnapshotBuilder, StateMachine, StateView};
 pub struct StoreConfig {
     /// What a reported-durable write has survived.
     pub durability: Durability,
-    /// Request outcomes remembered per actor for exactly-once retries.
-    pub request_history: usize,
+    /// Outcomes one client session may hold unacknowledged (exactly-once retries); every voter
+    /// must use the same value.
+    pub max_session_outcomes: u64,
+    /// Client sessions open at once; every voter must use the same value.
+    pub max_sessions: u64,
     /// sled's page cache size in bytes.
     pub cache_bytes: u64,
 }
@@ -48,7 +51,8 @@ impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             durability: Durability::Fsync,
-            request_history: logic::DEFAULT_REQUEST_HISTORY,
+            max_session_outcomes: logic::DEFAULT_MAX_SESSION_OUTCOMES,
+            max_sessions: logic::DEFAULT_MAX_SESSIONS,
             cache_bytes: 256 << 20,
         }
     }
@@ -57,10 +61,13 @@ impl Default for StoreConfig {
 impl StoreConfig {
     /// Check the settings; the error says which one is wrong.
     pub fn validate(&self) -> Result<(), OpenError> {
-        if self.request_history == 0 {
+        if self.max_session_outcomes == 0 {
             return Err(OpenError::Config(
-                "request_history must be at least 1".into(),
+                "max_session_outcomes must be at least 1".into(),
             ));
+        }
+        if self.max_sessions == 0 {
+            return Err(OpenError::Config("max_sessions must be at least 1".into()));
         }
         if self.cache_bytes < 1 << 20 {
             return Err(OpenError::Config(
@@ -130,6 +137,10 @@ pub fn open(
         Ok(log_store::Syncer::new(db.clone(), file))
     };
     let log = LogStore::new(&db, syncer()?)?;
-    let sm = StateMachine::open(&db, snapshots, syncer()?, config.request_history)?;
+    let limits = logic::Limits {
+        max_session_outcomes: config.max_session_outcomes,
+        max_sessions: config.max_sessions,
+    };
+    let sm = StateMachine::open(&db, snapshots, syncer()?, limits)?;
     Ok((log, sm))
 }

@@ -1,21 +1,62 @@
 //! The semantics of the directory's commands, as pure code.
 //!
 //! [`apply_command`] reads and writes through the [`Tables`] trait only. The sled state machine
-//! implements `Tables` over one transaction; [`MemTables`] implements it over `BTreeMap`s for
-//! unit tests. No IO, no clock, no randomness: the same commands give the same results.
+//! implements `Tables` over an in-memory overlay persisted with a redo record; [`MemTables`]
+//! implements it over `BTreeMap`s for unit tests. No IO, no clock, no randomness: the same
+//! commands give the same results.
+//!
+//! # Exactly-once: client sessions
+//! Every request id names a session opened through the log ([`Command::OpenSession`]; ids are
+//! handed out in order and never reused). A commit records the request's outcome; a retry of the
+//! same id gets that outcome back ([`CommitResult::Duplicate`]) instead of applying again. An
+//! outcome is kept until one of two things forgets it, both decided in the log:
+//! - the client acknowledges it: each commit carries `acked`, below which every call of the
+//!   session has finished for its client and will not be retried;
+//! - the session expires: the leader's clock reaches the state machine through
+//!   [`Command::ExpireSessions`], and a session without a commit for `idle_ms` is dropped with
+//!   its outcomes.
+//!
+//! A request whose outcome may have been forgotten (its session is gone, or it is below the
+//! session's floor) is refused with [`CommitResult::Expired`]: outcome unknown, never applied a
+//! second time. Nothing is forgotten by count: a session that holds
+//! [`Limits::max_session_outcomes`] unacknowledged outcomes gets [`CommitResult::SessionFull`]
+//! (back off) instead.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::command::{
     ActivateResult, ActorId, ActorState, Command, CommandResult, CommitResult, NodeDownResult,
-    NodeRecord, Placement, RegisterResult, ReleaseResult, RequestId,
+    NodeRecord, Outcome, Placement, RegisterResult, ReleaseResult, RequestId, SessionResult,
 };
 use crate::types::NodeId;
 
-/// Default number of request outcomes remembered per actor.
-pub const DEFAULT_REQUEST_HISTORY: usize = 64;
+/// Default bound on the unacknowledged outcomes one session keeps.
+pub const DEFAULT_MAX_SESSION_OUTCOMES: u64 = 65_536;
+
+/// Default bound on the sessions open at once.
+pub const DEFAULT_MAX_SESSIONS: u64 = 1_000_000;
+
+/// Bounds the state machine enforces. Every voter must use the same values: they decide what a
+/// command does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Outcomes one session may hold unacknowledged; a commit beyond it is refused with
+    /// [`CommitResult::SessionFull`] (never silently forgotten).
+    pub max_session_outcomes: u64,
+    /// Sessions open at once; an [`Command::OpenSession`] beyond it is refused.
+    pub max_sessions: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_session_outcomes: DEFAULT_MAX_SESSION_OUTCOMES,
+            max_sessions: DEFAULT_MAX_SESSIONS,
+        }
+    }
+}
 
 /// The placement record of an actor: its owner if any, and the last epoch it was given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,23 +76,14 @@ pub struct Owner {
     pub incarnation: u64,
 }
 
-/// An actor's stored state plus the ids of its most recent requests (oldest first).
+/// An actor's stored state.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct StoredActor {
-    /// Version and bytes.
+    /// Incremented by every committed write.
     pub version: u64,
     /// The serialized state.
     pub state: Vec<u8>,
-    /// Request ids whose outcomes are remembered, oldest first.
-    pub recent: VecDeque<RequestId>,
-    /// Per client, the highest request sequence number whose outcome was forgotten (most
-    /// recently updated last, at most [`MAX_FLOORS`]). A request at or below its client's floor
-    /// that is not remembered may have been applied already: it is refused, never re-applied.
-    pub floors: VecDeque<RequestId>,
 }
-
-/// Clients whose forgotten-request floor is kept per actor.
-pub const MAX_FLOORS: usize = 256;
 
 impl StoredActor {
     /// The public view of the state.
@@ -66,10 +98,37 @@ impl StoredActor {
 /// The remembered outcome of a request id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestOutcome {
-    /// The version the write produced.
+    /// The actor the request was for.
+    pub actor: ActorId,
+    /// The actor's version after the request.
     pub version: u64,
-    /// The reply sent for it.
-    pub reply: Vec<u8>,
+    /// The answer sent for it.
+    pub outcome: Outcome,
+}
+
+/// One open client session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// Who opened it.
+    pub owner: String,
+    /// Every call numbered below this was acknowledged by the client: a request below it is
+    /// refused with [`CommitResult::Expired`].
+    pub floor: u64,
+    /// State-machine time of the session's last commit (or its opening).
+    pub last_active_ms: u64,
+    /// Outcomes the session holds.
+    pub outcomes: u64,
+}
+
+/// The state machine's clock and session counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SessionClock {
+    /// The latest leader time seen, in milliseconds since the Unix epoch; never goes back.
+    pub now_ms: u64,
+    /// The id the next session gets; every id below it was handed out once.
+    pub next_session: u64,
+    /// Sessions open now.
+    pub open: u64,
 }
 
 /// Storage the command logic runs against. All writes of one command (or one log entry) must be
@@ -89,21 +148,27 @@ pub trait Tables {
     fn actor(&self, actor: &ActorId) -> Result<Option<StoredActor>, Self::Error>;
     /// Store an actor's state.
     fn put_actor(&mut self, actor: &ActorId, rec: &StoredActor) -> Result<(), Self::Error>;
-    /// The remembered outcome of `req` on `actor`.
-    fn outcome(
-        &self,
-        actor: &ActorId,
-        req: RequestId,
-    ) -> Result<Option<RequestOutcome>, Self::Error>;
+    /// The remembered outcome of `req`.
+    fn outcome(&self, req: RequestId) -> Result<Option<RequestOutcome>, Self::Error>;
     /// Remember an outcome.
-    fn put_outcome(
-        &mut self,
-        actor: &ActorId,
-        req: RequestId,
-        outcome: &RequestOutcome,
-    ) -> Result<(), Self::Error>;
+    fn put_outcome(&mut self, req: RequestId, outcome: &RequestOutcome) -> Result<(), Self::Error>;
     /// Forget an outcome.
-    fn remove_outcome(&mut self, actor: &ActorId, req: RequestId) -> Result<(), Self::Error>;
+    fn remove_outcome(&mut self, req: RequestId) -> Result<(), Self::Error>;
+    /// The ids of the outcomes `session` holds for calls numbered below `below`, in order;
+    /// `u64::MAX` means all of them.
+    fn outcomes_below(&self, session: u64, below: u64) -> Result<Vec<RequestId>, Self::Error>;
+    /// The record of session `id`.
+    fn session(&self, id: u64) -> Result<Option<SessionRecord>, Self::Error>;
+    /// Store a session record.
+    fn put_session(&mut self, id: u64, rec: &SessionRecord) -> Result<(), Self::Error>;
+    /// Delete a session record.
+    fn remove_session(&mut self, id: u64) -> Result<(), Self::Error>;
+    /// Every session whose last activity is before `before_ms`.
+    fn idle_sessions(&self, before_ms: u64) -> Result<Vec<u64>, Self::Error>;
+    /// The clock and session counter.
+    fn clock(&self) -> Result<SessionClock, Self::Error>;
+    /// Store the clock and session counter.
+    fn put_clock(&mut self, clock: &SessionClock) -> Result<(), Self::Error>;
 }
 
 /// The owner of a placement record if it is still valid: its node is registered, alive, and in
@@ -126,11 +191,33 @@ pub fn live_owner<T: Tables>(
     }))
 }
 
-/// Apply one command. `history` bounds the request outcomes remembered per actor (at least 1).
+/// Where a request id stands, as the state machine sees it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestStatus {
+    /// Applied: its recorded outcome.
+    Done(RequestOutcome),
+    /// Not applied (yet): it may still be.
+    Open,
+    /// Its session expired or acknowledged it: whether it applied cannot be told.
+    Forgotten,
+}
+
+/// The status of `req` (see [`RequestStatus`]).
+pub fn request_status<T: Tables>(tables: &T, req: RequestId) -> Result<RequestStatus, T::Error> {
+    if let Some(o) = tables.outcome(req)? {
+        return Ok(RequestStatus::Done(o));
+    }
+    Ok(match tables.session(req.session)? {
+        Some(s) if req.seq >= s.floor => RequestStatus::Open,
+        _ => RequestStatus::Forgotten,
+    })
+}
+
+/// Apply one command under `limits`.
 pub fn apply_command<T: Tables>(
     tables: &mut T,
     cmd: &Command,
-    history: usize,
+    limits: &Limits,
 ) -> Result<CommandResult, T::Error> {
     match cmd {
         Command::Batch(cmds) => {
@@ -139,7 +226,7 @@ pub fn apply_command<T: Tables>(
                 if matches!(c, Command::Batch(_)) {
                     out.push(CommandResult::Invalid("nested batch".into()));
                 } else {
-                    out.push(apply_command(tables, c, history)?);
+                    out.push(apply_command(tables, c, limits)?);
                 }
             }
             Ok(CommandResult::Batch(out))
@@ -162,13 +249,25 @@ pub fn apply_command<T: Tables>(
             state,
             base,
             request,
-            reply,
+            acked,
+            outcome,
         } => commit(
-            tables, actor, *epoch, state, *base, *request, reply, history,
-        )
-        .map(CommandResult::Commit),
+            tables,
+            actor,
+            *epoch,
+            state.as_deref(),
+            *base,
+            *request,
+            *acked,
+            outcome,
+            limits,
+        ),
         Command::Release { actor, epoch } => {
             release(tables, actor, *epoch).map(CommandResult::Release)
+        }
+        Command::OpenSession { owner } => open_session(tables, owner, limits),
+        Command::ExpireSessions { now_ms, idle_ms } => {
+            expire_sessions(tables, *now_ms, *idle_ms).map(CommandResult::Session)
         }
     }
 }
@@ -269,80 +368,146 @@ fn commit<T: Tables>(
     tables: &mut T,
     actor: &ActorId,
     epoch: u64,
-    state: &[u8],
+    state: Option<&[u8]>,
     base: Option<u64>,
     request: Option<RequestId>,
-    reply: &[u8],
-    history: usize,
-) -> Result<CommitResult, T::Error> {
-    let mut rec = tables.actor(actor)?.unwrap_or_default();
+    acked: u64,
+    outcome: &Outcome,
+    limits: &Limits,
+) -> Result<CommandResult, T::Error> {
     // A request that was applied before keeps its original outcome, whoever owns the actor now.
-    // Its outcome is stored exactly while its id is in `recent`, so most commits skip the lookup.
-    if let Some(req) = request
-        && rec.recent.contains(&req)
-        && let Some(o) = tables.outcome(actor, req)?
-    {
-        return Ok(CommitResult::Duplicate {
-            version: o.version,
-            reply: o.reply,
-        });
+    let mut session = None;
+    if let Some(req) = request {
+        match request_status(tables, req)? {
+            RequestStatus::Done(o) if &o.actor == actor => {
+                return Ok(CommandResult::Commit(CommitResult::Duplicate {
+                    version: o.version,
+                    outcome: o.outcome,
+                }));
+            }
+            RequestStatus::Done(o) => {
+                return Ok(CommandResult::Invalid(format!(
+                    "request {req} was used for {} before, not {actor}",
+                    o.actor
+                )));
+            }
+            // Delayed past its session or acknowledged: it may have applied already.
+            RequestStatus::Forgotten => return Ok(CommandResult::Commit(CommitResult::Expired)),
+            RequestStatus::Open => session = tables.session(req.session)?,
+        }
     }
     let current = match tables.placement(actor)? {
         Some(rec) => live_owner(tables, &rec)?,
         None => None,
     };
     if current.map(|p| p.epoch) != Some(epoch) {
-        return Ok(CommitResult::StaleEpoch { current });
+        return Ok(CommandResult::Commit(CommitResult::StaleEpoch { current }));
     }
-    // A request older than one whose outcome was forgotten (delayed in a paused process or a
-    // slow network for longer than the outcome history lasts) may be a duplicate: refuse it.
-    if let Some(req) = request
-        && rec
-            .floors
-            .iter()
-            .any(|f| f.client == req.client && req.seq <= f.seq)
-    {
-        return Ok(CommitResult::Expired);
-    }
+    let mut rec = tables.actor(actor)?.unwrap_or_default();
     if let Some(b) = base
         && b != rec.version
     {
-        return Ok(CommitResult::Conflict {
+        return Ok(CommandResult::Commit(CommitResult::Conflict {
             version: rec.version,
-        });
+        }));
     }
-    rec.version += 1;
-    rec.state = state.to_vec();
+    if let (Some(req), Some(mut s)) = (request, session) {
+        forget_acknowledged(tables, req.session, &mut s, acked)?;
+        if s.outcomes >= limits.max_session_outcomes {
+            tables.put_session(req.session, &s)?;
+            return Ok(CommandResult::Commit(CommitResult::SessionFull));
+        }
+        s.outcomes += 1;
+        s.last_active_ms = tables.clock()?.now_ms;
+        tables.put_session(req.session, &s)?;
+    }
+    if let Some(state) = state {
+        rec.version += 1;
+        rec.state = state.to_vec();
+        tables.put_actor(actor, &rec)?;
+    }
     if let Some(req) = request {
         tables.put_outcome(
-            actor,
             req,
             &RequestOutcome {
+                actor: actor.clone(),
                 version: rec.version,
-                reply: reply.to_vec(),
+                outcome: outcome.clone(),
             },
         )?;
-        rec.recent.push_back(req);
-        while rec.recent.len() > history.max(1) {
-            if let Some(old) = rec.recent.pop_front() {
-                tables.remove_outcome(actor, old)?;
-                let floor = match rec.floors.iter().position(|f| f.client == old.client) {
-                    Some(i) => rec
-                        .floors
-                        .remove(i)
-                        .map_or(old, |f| if f.seq > old.seq { f } else { old }),
-                    None => old,
-                };
-                rec.floors.push_back(floor);
-                while rec.floors.len() > MAX_FLOORS {
-                    rec.floors.pop_front();
-                }
-            }
-        }
     }
-    tables.put_actor(actor, &rec)?;
-    Ok(CommitResult::Committed {
+    Ok(CommandResult::Commit(CommitResult::Committed {
         version: rec.version,
+    }))
+}
+
+/// Raise the session's floor to `acked` and forget the outcomes below it.
+fn forget_acknowledged<T: Tables>(
+    tables: &mut T,
+    id: u64,
+    s: &mut SessionRecord,
+    acked: u64,
+) -> Result<(), T::Error> {
+    if acked <= s.floor {
+        return Ok(());
+    }
+    for req in tables.outcomes_below(id, acked)? {
+        tables.remove_outcome(req)?;
+        s.outcomes = s.outcomes.saturating_sub(1);
+    }
+    s.floor = acked;
+    Ok(())
+}
+
+fn open_session<T: Tables>(
+    tables: &mut T,
+    owner: &str,
+    limits: &Limits,
+) -> Result<CommandResult, T::Error> {
+    let mut clock = tables.clock()?;
+    if clock.open >= limits.max_sessions {
+        return Ok(CommandResult::Invalid(format!(
+            "{} sessions are open, the most allowed; try again after idle ones expire",
+            clock.open
+        )));
+    }
+    // Ids start at 1: 0 is never a session.
+    let id = clock.next_session.max(1);
+    clock.next_session = id + 1;
+    clock.open += 1;
+    tables.put_clock(&clock)?;
+    tables.put_session(
+        id,
+        &SessionRecord {
+            owner: owner.to_owned(),
+            floor: 0,
+            last_active_ms: clock.now_ms,
+            outcomes: 0,
+        },
+    )?;
+    Ok(CommandResult::Session(SessionResult::Opened {
+        session: id,
+    }))
+}
+
+fn expire_sessions<T: Tables>(
+    tables: &mut T,
+    now_ms: u64,
+    idle_ms: u64,
+) -> Result<SessionResult, T::Error> {
+    let mut clock = tables.clock()?;
+    clock.now_ms = clock.now_ms.max(now_ms);
+    let idle = tables.idle_sessions(clock.now_ms.saturating_sub(idle_ms))?;
+    for id in &idle {
+        for req in tables.outcomes_below(*id, u64::MAX)? {
+            tables.remove_outcome(req)?;
+        }
+        tables.remove_session(*id)?;
+        clock.open = clock.open.saturating_sub(1);
+    }
+    tables.put_clock(&clock)?;
+    Ok(SessionResult::Expired {
+        count: idle.len() as u64,
     })
 }
 
@@ -384,7 +549,11 @@ pub struct MemTables {
     /// Actor states.
     pub actors: BTreeMap<ActorId, StoredActor>,
     /// Request outcomes.
-    pub outcomes: BTreeMap<(ActorId, RequestId), RequestOutcome>,
+    pub outcomes: BTreeMap<RequestId, RequestOutcome>,
+    /// Sessions.
+    pub sessions: BTreeMap<u64, SessionRecord>,
+    /// The clock.
+    pub clock: SessionClock,
 }
 
 impl Tables for MemTables {
@@ -411,24 +580,56 @@ impl Tables for MemTables {
         self.actors.insert(actor.clone(), rec.clone());
         Ok(())
     }
-    fn outcome(
-        &self,
-        actor: &ActorId,
-        req: RequestId,
-    ) -> Result<Option<RequestOutcome>, Self::Error> {
-        Ok(self.outcomes.get(&(actor.clone(), req)).cloned())
+    fn outcome(&self, req: RequestId) -> Result<Option<RequestOutcome>, Self::Error> {
+        Ok(self.outcomes.get(&req).cloned())
     }
-    fn put_outcome(
-        &mut self,
-        actor: &ActorId,
-        req: RequestId,
-        outcome: &RequestOutcome,
-    ) -> Result<(), Self::Error> {
-        self.outcomes.insert((actor.clone(), req), outcome.clone());
+    fn put_outcome(&mut self, req: RequestId, outcome: &RequestOutcome) -> Result<(), Self::Error> {
+        self.outcomes.insert(req, outcome.clone());
         Ok(())
     }
-    fn remove_outcome(&mut self, actor: &ActorId, req: RequestId) -> Result<(), Self::Error> {
-        self.outcomes.remove(&(actor.clone(), req));
+    fn remove_outcome(&mut self, req: RequestId) -> Result<(), Self::Error> {
+        self.outcomes.remove(&req);
+        Ok(())
+    }
+    fn outcomes_below(&self, session: u64, below: u64) -> Result<Vec<RequestId>, Self::Error> {
+        let end = match below {
+            u64::MAX => std::ops::Bound::Included(RequestId {
+                session,
+                seq: u64::MAX,
+                sub: u64::MAX,
+            }),
+            b => std::ops::Bound::Excluded(RequestId::new(session, b)),
+        };
+        Ok(self
+            .outcomes
+            .range((std::ops::Bound::Included(RequestId::new(session, 0)), end))
+            .map(|(k, _)| *k)
+            .collect())
+    }
+    fn session(&self, id: u64) -> Result<Option<SessionRecord>, Self::Error> {
+        Ok(self.sessions.get(&id).cloned())
+    }
+    fn put_session(&mut self, id: u64, rec: &SessionRecord) -> Result<(), Self::Error> {
+        self.sessions.insert(id, rec.clone());
+        Ok(())
+    }
+    fn remove_session(&mut self, id: u64) -> Result<(), Self::Error> {
+        self.sessions.remove(&id);
+        Ok(())
+    }
+    fn idle_sessions(&self, before_ms: u64) -> Result<Vec<u64>, Self::Error> {
+        Ok(self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.last_active_ms < before_ms)
+            .map(|(id, _)| *id)
+            .collect())
+    }
+    fn clock(&self) -> Result<SessionClock, Self::Error> {
+        Ok(self.clock)
+    }
+    fn put_clock(&mut self, clock: &SessionClock) -> Result<(), Self::Error> {
+        self.clock = *clock;
         Ok(())
     }
 }
@@ -438,9 +639,21 @@ mod tests {
     use super::*;
 
     fn run(t: &mut MemTables, cmd: Command) -> CommandResult {
-        match apply_command(t, &cmd, 2) {
+        match apply_command(t, &cmd, &Limits::default()) {
             Ok(r) => r,
             Err(e) => match e {},
+        }
+    }
+
+    fn open(t: &mut MemTables) -> u64 {
+        match run(
+            t,
+            Command::OpenSession {
+                owner: "test".into(),
+            },
+        ) {
+            CommandResult::Session(SessionResult::Opened { session }) => session,
+            other => panic!("open session: {other:?}"),
         }
     }
 
@@ -464,10 +677,34 @@ mod tests {
         Command::Commit {
             actor: ActorId::new("A", key),
             epoch,
-            state: state.to_vec(),
+            state: Some(state.to_vec()),
             base: None,
-            request: req.map(|(client, seq)| RequestId { client, seq }),
-            reply: format!("reply-{state:?}").into_bytes(),
+            request: req.map(|(session, seq)| RequestId::new(session, seq)),
+            acked: 0,
+            outcome: Outcome::Reply(format!("reply-{state:?}").into_bytes()),
+        }
+    }
+
+    fn acking(cmd: Command, ack: u64) -> Command {
+        match cmd {
+            Command::Commit {
+                actor,
+                epoch,
+                state,
+                base,
+                request,
+                outcome,
+                ..
+            } => Command::Commit {
+                actor,
+                epoch,
+                state,
+                base,
+                request,
+                acked: ack,
+                outcome,
+            },
+            other => other,
         }
     }
 
@@ -624,42 +861,172 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_request_returns_original_outcome_and_history_is_bounded() {
+    fn duplicate_request_returns_original_outcome_until_acknowledged() {
         let mut t = MemTables::default();
         run(&mut t, reg(1, 1));
         run(&mut t, act("x", 1));
-        let first = run(&mut t, commit("x", 1, b"a", Some((7, 1))));
+        let s = open(&mut t);
+        let first = run(&mut t, commit("x", 1, b"a", Some((s, 1))));
         assert_eq!(
             first,
             CommandResult::Commit(CommitResult::Committed { version: 1 })
         );
-        assert_eq!(
-            run(&mut t, commit("x", 1, b"zzz", Some((7, 1)))),
-            CommandResult::Commit(CommitResult::Duplicate {
-                version: 1,
-                reply: format!("reply-{:?}", b"a").into_bytes()
-            })
-        );
+        let dup = CommandResult::Commit(CommitResult::Duplicate {
+            version: 1,
+            outcome: Outcome::Reply(format!("reply-{:?}", b"a").into_bytes()),
+        });
+        assert_eq!(run(&mut t, commit("x", 1, b"zzz", Some((s, 1)))), dup);
         assert_eq!(t.actors[&ActorId::new("A", "x")].state, b"a");
-        // History 2: after two more requests the first one is forgotten.
-        run(&mut t, commit("x", 1, b"b", Some((7, 2))));
-        run(&mut t, commit("x", 1, b"c", Some((7, 3))));
-        assert_eq!(t.outcomes.len(), 2);
-        // A late copy of the forgotten request is refused, never applied a second time.
+        // Any number of other commits, from this session and others, forget nothing.
+        for i in 2..200 {
+            let other = open(&mut t);
+            run(&mut t, commit("x", 1, b"b", Some((other, 1))));
+            run(&mut t, commit("x", 1, b"c", Some((s, i))));
+        }
+        assert_eq!(run(&mut t, commit("x", 1, b"zzz", Some((s, 1)))), dup);
+        // Acknowledged: forgotten, and a late copy is refused, never applied a second time.
+        run(&mut t, acking(commit("x", 1, b"d", Some((s, 200))), 2));
+        assert!(!t.outcomes.contains_key(&RequestId::new(s, 1)));
+        assert_eq!(t.sessions[&s].outcomes, 199);
+        let before = t.actors[&ActorId::new("A", "x")].clone();
         assert_eq!(
-            run(&mut t, commit("x", 1, b"d", Some((7, 1)))),
+            run(&mut t, commit("x", 1, b"e", Some((s, 1)))),
             CommandResult::Commit(CommitResult::Expired)
         );
-        assert_eq!(t.actors[&ActorId::new("A", "x")].state, b"c");
-        // Newer requests of that client, and other clients, still commit.
+        assert_eq!(t.actors[&ActorId::new("A", "x")], before);
+        // Requests above the floor are still remembered.
+        assert!(matches!(
+            run(&mut t, commit("x", 1, b"e", Some((s, 2)))),
+            CommandResult::Commit(CommitResult::Duplicate { .. })
+        ));
+    }
+
+    #[test]
+    fn a_request_of_an_unknown_or_expired_session_is_refused() {
+        let mut t = MemTables::default();
+        run(&mut t, reg(1, 1));
+        run(&mut t, act("x", 1));
+        // Never opened.
         assert_eq!(
-            run(&mut t, commit("x", 1, b"e", Some((7, 4)))),
-            CommandResult::Commit(CommitResult::Committed { version: 4 })
+            run(&mut t, commit("x", 1, b"a", Some((5, 1)))),
+            CommandResult::Commit(CommitResult::Expired)
+        );
+        run(
+            &mut t,
+            Command::ExpireSessions {
+                now_ms: 1_000,
+                idle_ms: 500,
+            },
+        );
+        let s = open(&mut t);
+        assert_eq!(
+            run(&mut t, commit("x", 1, b"a", Some((s, 1)))),
+            CommandResult::Commit(CommitResult::Committed { version: 1 })
+        );
+        // Still active at 1,400; idle past 500 ms at 1,600: expired with its outcomes.
+        let tick = |now_ms| Command::ExpireSessions {
+            now_ms,
+            idle_ms: 500,
+        };
+        assert_eq!(
+            run(&mut t, tick(1_400)),
+            CommandResult::Session(SessionResult::Expired { count: 0 })
+        );
+        // The clock never goes back.
+        run(&mut t, tick(10));
+        assert_eq!(t.clock.now_ms, 1_400);
+        assert_eq!(
+            run(&mut t, tick(1_600)),
+            CommandResult::Session(SessionResult::Expired { count: 1 })
+        );
+        assert!(t.outcomes.is_empty());
+        assert_eq!(t.clock.open, 0);
+        assert_eq!(
+            run(&mut t, commit("x", 1, b"b", Some((s, 1)))),
+            CommandResult::Commit(CommitResult::Expired)
         );
         assert_eq!(
-            run(&mut t, commit("x", 1, b"f", Some((8, 1)))),
-            CommandResult::Commit(CommitResult::Committed { version: 5 })
+            run(&mut t, commit("x", 1, b"b", Some((s, 2)))),
+            CommandResult::Commit(CommitResult::Expired)
         );
+        // Session ids are never handed out twice.
+        assert!(open(&mut t) > s);
+    }
+
+    #[test]
+    fn a_full_session_is_refused_not_forgotten() {
+        let mut t = MemTables::default();
+        run(&mut t, reg(1, 1));
+        run(&mut t, act("x", 1));
+        let s = open(&mut t);
+        let limits = Limits {
+            max_session_outcomes: 3,
+            ..Limits::default()
+        };
+        let mut go = |cmd: Command| match apply_command(&mut t, &cmd, &limits) {
+            Ok(r) => r,
+            Err(e) => match e {},
+        };
+        for seq in 1..=3 {
+            assert!(matches!(
+                go(commit("x", 1, b"a", Some((s, seq)))),
+                CommandResult::Commit(CommitResult::Committed { .. })
+            ));
+        }
+        assert_eq!(
+            go(commit("x", 1, b"a", Some((s, 4)))),
+            CommandResult::Commit(CommitResult::SessionFull)
+        );
+        // Acknowledging frees room.
+        assert!(matches!(
+            go(acking(commit("x", 1, b"a", Some((s, 4))), 3)),
+            CommandResult::Commit(CommitResult::Committed { .. })
+        ));
+        assert_eq!(t.sessions[&s].outcomes, 2);
+    }
+
+    #[test]
+    fn an_outcome_only_commit_fixes_the_answer_without_a_new_version() {
+        let mut t = MemTables::default();
+        run(&mut t, reg(1, 1));
+        run(&mut t, act("x", 1));
+        let s = open(&mut t);
+        run(&mut t, commit("x", 1, b"a", Some((s, 1))));
+        let record = Command::Commit {
+            actor: ActorId::new("A", "x"),
+            epoch: 1,
+            state: None,
+            base: Some(1),
+            request: Some(RequestId::new(s, 2)),
+            acked: 0,
+            outcome: Outcome::Rejected {
+                error: vec![1],
+                display: "no".into(),
+            },
+        };
+        assert_eq!(
+            run(&mut t, record.clone()),
+            CommandResult::Commit(CommitResult::Committed { version: 1 })
+        );
+        // The first attempt of request 2, computed from version 1, arrives late: it is a
+        // duplicate and does not write.
+        let late = Command::Commit {
+            actor: ActorId::new("A", "x"),
+            epoch: 1,
+            state: Some(b"z".to_vec()),
+            base: Some(1),
+            request: Some(RequestId::new(s, 2)),
+            acked: 0,
+            outcome: Outcome::Reply(vec![]),
+        };
+        assert!(matches!(
+            run(&mut t, late),
+            CommandResult::Commit(CommitResult::Duplicate {
+                outcome: Outcome::Rejected { .. },
+                ..
+            })
+        ));
+        assert_eq!(t.actors[&ActorId::new("A", "x")].state, b"a");
     }
 
     #[test]
@@ -667,15 +1034,16 @@ mod tests {
         let mut t = MemTables::default();
         run(&mut t, reg(1, 1));
         run(&mut t, act("k", 1));
+        let s = open(&mut t);
         let at = |base, state: &[u8], seq| {
             let Command::Commit {
                 actor,
                 epoch,
                 state,
                 request,
-                reply,
+                outcome,
                 ..
-            } = commit("k", 1, state, Some((1, seq)))
+            } = commit("k", 1, state, Some((s, seq)))
             else {
                 unreachable!("commit() builds a commit")
             };
@@ -685,7 +1053,8 @@ mod tests {
                 state,
                 base,
                 request,
-                reply,
+                acked: 0,
+                outcome,
             }
         };
         assert_eq!(

@@ -20,12 +20,15 @@ use openraft::OptionalSend;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
-use crate::codec::{actor_key, decode, encode, node_key, request_key};
+use crate::codec::{
+    CLOCK_KEY, actor_key, decode, encode, node_key, request_key, request_of_key, session_key,
+};
 use crate::command::{ActorId, ActorState, CommandResult, NodeRecord, Placement, RequestId};
 use crate::error::StoreError;
 use crate::log_store::Syncer;
 use crate::logic::{
-    PlacementRecord, RequestOutcome, StoredActor, Tables, apply_command, live_owner,
+    Limits, PlacementRecord, RequestOutcome, RequestStatus, SessionClock, SessionRecord,
+    StoredActor, Tables, apply_command, live_owner, request_status,
 };
 use crate::snapshot::{SnapshotReader, SnapshotWriter};
 use crate::types::{
@@ -43,6 +46,7 @@ const TAG_NODES: u8 = 1;
 const TAG_PLACEMENTS: u8 = 2;
 const TAG_ACTORS: u8 = 3;
 const TAG_REQUESTS: u8 = 4;
+const TAG_SESSIONS: u8 = 5;
 
 /// Entries applied per batch at most.
 const APPLY_CHUNK: usize = 256;
@@ -60,15 +64,24 @@ pub(crate) struct SmTrees {
     placements: sled::Tree,
     actors: sled::Tree,
     requests: sled::Tree,
+    sessions: sled::Tree,
 }
 
-fn tree_names(generation: u64) -> [String; 5] {
-    ["meta", "nodes", "placements", "actors", "requests"].map(|t| format!("sm.{generation}.{t}"))
+fn tree_names(generation: u64) -> [String; 6] {
+    [
+        "meta",
+        "nodes",
+        "placements",
+        "actors",
+        "requests",
+        "sessions",
+    ]
+    .map(|t| format!("sm.{generation}.{t}"))
 }
 
 impl SmTrees {
     fn open(db: &sled::Db, generation: u64) -> Result<Self, StoreError> {
-        let [m, n, p, a, r] = tree_names(generation);
+        let [m, n, p, a, r, s] = tree_names(generation);
         Ok(Self {
             generation,
             meta: db.open_tree(m)?,
@@ -76,15 +89,17 @@ impl SmTrees {
             placements: db.open_tree(p)?,
             actors: db.open_tree(a)?,
             requests: db.open_tree(r)?,
+            sessions: db.open_tree(s)?,
         })
     }
 
-    fn data_trees(&self) -> [(u8, &sled::Tree); 4] {
+    fn data_trees(&self) -> [(u8, &sled::Tree); 5] {
         [
             (TAG_NODES, &self.nodes),
             (TAG_PLACEMENTS, &self.placements),
             (TAG_ACTORS, &self.actors),
             (TAG_REQUESTS, &self.requests),
+            (TAG_SESSIONS, &self.sessions),
         ]
     }
 
@@ -147,6 +162,9 @@ fn drop_generation(db: &sled::Db, generation: u64) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// A key and its value.
+type KeyValue = (Vec<u8>, Vec<u8>);
+
 /// One changed key of an apply batch: the tree's tag, the key, and the new value (`None`:
 /// removed).
 type Change = (u8, Vec<u8>, Option<Vec<u8>>);
@@ -188,6 +206,30 @@ impl<'a> Overlay<'a> {
             Some(None) => Ok(None),
             None => SmTrees::get(self.trees.tree(tag)?, key, what),
         }
+    }
+
+    /// The keys and values of tree `tag` in `[start, end)` as this batch sees them, in order.
+    fn scan(
+        &self,
+        tag: u8,
+        start: &[u8],
+        end: &[u8],
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        let mut out: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        for kv in self.trees.tree(tag)?.range(start..end) {
+            let (k, v) = kv?;
+            out.insert(k.to_vec(), v.to_vec());
+        }
+        for ((_, k), v) in self
+            .changes
+            .range((tag, start.to_vec())..(tag, end.to_vec()))
+        {
+            match v {
+                Some(v) => out.insert(k.clone(), v.clone()),
+                None => out.remove(k),
+            };
+        }
+        Ok(out.into_iter().collect())
     }
 
     fn set(&mut self, tag: u8, key: Vec<u8>, value: Option<Vec<u8>>) {
@@ -243,77 +285,89 @@ impl Tables for Overlay<'_> {
     fn put_actor(&mut self, actor: &ActorId, rec: &StoredActor) -> Result<(), StoreError> {
         self.put(TAG_ACTORS, actor_key(actor), rec)
     }
-    fn outcome(
-        &self,
-        actor: &ActorId,
-        req: RequestId,
-    ) -> Result<Option<RequestOutcome>, StoreError> {
-        self.get(TAG_REQUESTS, &request_key(actor, req), "request outcome")
+    fn outcome(&self, req: RequestId) -> Result<Option<RequestOutcome>, StoreError> {
+        self.get(TAG_REQUESTS, &request_key(req), "request outcome")
     }
-    fn put_outcome(
-        &mut self,
-        actor: &ActorId,
-        req: RequestId,
-        outcome: &RequestOutcome,
-    ) -> Result<(), StoreError> {
-        self.put(TAG_REQUESTS, request_key(actor, req), outcome)
+    fn put_outcome(&mut self, req: RequestId, outcome: &RequestOutcome) -> Result<(), StoreError> {
+        self.put(TAG_REQUESTS, request_key(req).to_vec(), outcome)
     }
-    fn remove_outcome(&mut self, actor: &ActorId, req: RequestId) -> Result<(), StoreError> {
-        self.set(TAG_REQUESTS, request_key(actor, req), None);
+    fn remove_outcome(&mut self, req: RequestId) -> Result<(), StoreError> {
+        self.set(TAG_REQUESTS, request_key(req).to_vec(), None);
         Ok(())
+    }
+    fn outcomes_below(&self, session: u64, below: u64) -> Result<Vec<RequestId>, StoreError> {
+        let (start, end) = outcome_range(session, below);
+        self.scan(TAG_REQUESTS, &start, &end)?
+            .iter()
+            .map(|(k, _)| request_of_key(k))
+            .collect()
+    }
+    fn session(&self, id: u64) -> Result<Option<SessionRecord>, StoreError> {
+        self.get(TAG_SESSIONS, &session_key(id), "session")
+    }
+    fn put_session(&mut self, id: u64, rec: &SessionRecord) -> Result<(), StoreError> {
+        self.put(TAG_SESSIONS, session_key(id).to_vec(), rec)
+    }
+    fn remove_session(&mut self, id: u64) -> Result<(), StoreError> {
+        self.set(TAG_SESSIONS, session_key(id).to_vec(), None);
+        Ok(())
+    }
+    fn idle_sessions(&self, before_ms: u64) -> Result<Vec<u64>, StoreError> {
+        let mut idle = Vec::new();
+        for (k, v) in self.scan(TAG_SESSIONS, &session_key(0), &[0xff; 9])? {
+            let rec: SessionRecord = decode(&v, "session")?;
+            if rec.last_active_ms < before_ms {
+                idle.push(session_of_key(&k)?);
+            }
+        }
+        Ok(idle)
+    }
+    fn clock(&self) -> Result<SessionClock, StoreError> {
+        Ok(self
+            .get(TAG_SESSIONS, CLOCK_KEY, "session clock")?
+            .unwrap_or_default())
+    }
+    fn put_clock(&mut self, clock: &SessionClock) -> Result<(), StoreError> {
+        self.put(TAG_SESSIONS, CLOCK_KEY.to_vec(), clock)
     }
 }
 
-/// [`Tables`] over the committed trees, read-only, for the read API.
+/// The key range of the outcomes of `session` numbered below `below` (all of them for
+/// `u64::MAX`).
+fn outcome_range(session: u64, below: u64) -> ([u8; 24], [u8; 24]) {
+    let start = request_key(RequestId::new(session, 0));
+    let end = match below {
+        u64::MAX => match session.checked_add(1) {
+            Some(next) => request_key(RequestId::new(next, 0)),
+            None => [0xff; 24],
+        },
+        b => request_key(RequestId::new(session, b)),
+    };
+    (start, end)
+}
+
+fn session_of_key(key: &[u8]) -> Result<u64, StoreError> {
+    <[u8; 8]>::try_from(key)
+        .map(u64::from_be_bytes)
+        .map_err(|_| StoreError::Corrupt {
+            what: "session key",
+            reason: format!("{} bytes, expected 8", key.len()),
+        })
+}
+
+/// Reads of the committed trees, for the read API.
 struct ReadTables<'a>(&'a SmTrees);
 
-impl Tables for ReadTables<'_> {
-    type Error = StoreError;
-
-    fn node(&self, node: u64) -> Result<Option<NodeRecord>, StoreError> {
-        SmTrees::get(&self.0.nodes, &node_key(node), "node record")
-    }
-    fn put_node(&mut self, _: &NodeRecord) -> Result<(), StoreError> {
-        Err(read_only())
-    }
+impl ReadTables<'_> {
     fn placement(&self, actor: &ActorId) -> Result<Option<PlacementRecord>, StoreError> {
         SmTrees::get(&self.0.placements, &actor_key(actor), "placement")
-    }
-    fn put_placement(&mut self, _: &ActorId, _: &PlacementRecord) -> Result<(), StoreError> {
-        Err(read_only())
     }
     fn actor(&self, actor: &ActorId) -> Result<Option<StoredActor>, StoreError> {
         SmTrees::get(&self.0.actors, &actor_key(actor), "actor state")
     }
-    fn put_actor(&mut self, _: &ActorId, _: &StoredActor) -> Result<(), StoreError> {
-        Err(read_only())
+    fn node(&self, node: u64) -> Result<Option<NodeRecord>, StoreError> {
+        SmTrees::get(&self.0.nodes, &node_key(node), "node record")
     }
-    fn outcome(
-        &self,
-        actor: &ActorId,
-        req: RequestId,
-    ) -> Result<Option<RequestOutcome>, StoreError> {
-        SmTrees::get(
-            &self.0.requests,
-            &request_key(actor, req),
-            "request outcome",
-        )
-    }
-    fn put_outcome(
-        &mut self,
-        _: &ActorId,
-        _: RequestId,
-        _: &RequestOutcome,
-    ) -> Result<(), StoreError> {
-        Err(read_only())
-    }
-    fn remove_outcome(&mut self, _: &ActorId, _: RequestId) -> Result<(), StoreError> {
-        Err(read_only())
-    }
-}
-
-fn read_only() -> StoreError {
-    StoreError::Encode("the read API cannot write".into())
 }
 
 #[derive(Debug)]
@@ -326,7 +380,7 @@ struct Shared {
     /// Serializes writers of snapshot files and of the current-snapshot pointer.
     snapshot_files: Mutex<()>,
     syncer: Syncer,
-    history: usize,
+    limits: Limits,
 }
 
 /// The state machine openraft drives. Obtain one from [`crate::open`].
@@ -363,7 +417,7 @@ impl StateMachine {
         db: &sled::Db,
         snapshot_dir: PathBuf,
         syncer: Syncer,
-        history: usize,
+        limits: Limits,
     ) -> Result<Self, StoreError> {
         let global = db.open_tree("sm.global")?;
         let generation = SmTrees::get::<u64>(&global, GENERATION, "generation")?.unwrap_or(0);
@@ -396,7 +450,7 @@ impl StateMachine {
             snapshot_dir,
             snapshot_files: Mutex::new(()),
             syncer,
-            history,
+            limits,
         };
         Ok(Self {
             shared: Arc::new(shared),
@@ -418,7 +472,7 @@ impl StateMachine {
     /// observe the results directly.
     pub async fn apply_entries(&self, entries: &[Entry]) -> Result<Vec<CommandResult>, StoreError> {
         let trees = self.shared.trees.write().await;
-        let history = self.shared.history;
+        let limits = self.shared.limits;
         let mut overlay = Overlay::new(&trees);
         let mut results = Vec::with_capacity(entries.len());
         let mut membership = None;
@@ -426,7 +480,7 @@ impl StateMachine {
             match &e.payload {
                 EntryPayload::Blank => results.push(CommandResult::Empty),
                 EntryPayload::Normal(cmd) => {
-                    results.push(apply_command(&mut overlay, cmd, history)?)
+                    results.push(apply_command(&mut overlay, cmd, &limits)?)
                 }
                 EntryPayload::Membership(m) => {
                     membership = Some(StoredMembership::new(Some(e.log_id), m.clone()));
@@ -589,9 +643,9 @@ fn load_snapshot(trees: &SmTrees, meta: &SnapshotMeta, file: File) -> Result<(),
             ),
         });
     }
-    let mut batches: [sled::Batch; 4] = Default::default();
+    let mut batches: [sled::Batch; 5] = Default::default();
     let mut pending = 0usize;
-    let flush = |batches: &mut [sled::Batch; 4]| -> Result<(), StoreError> {
+    let flush = |batches: &mut [sled::Batch; 5]| -> Result<(), StoreError> {
         for ((_, tree), b) in trees.data_trees().into_iter().zip(batches.iter_mut()) {
             tree.apply_batch(std::mem::take(b))?;
         }
@@ -603,6 +657,7 @@ fn load_snapshot(trees: &SmTrees, meta: &SnapshotMeta, file: File) -> Result<(),
             TAG_PLACEMENTS => 1,
             TAG_ACTORS => 2,
             TAG_REQUESTS => 3,
+            TAG_SESSIONS => 4,
             t => {
                 return Err(StoreError::Corrupt {
                     what: "snapshot",
@@ -719,8 +774,8 @@ impl StateView {
     /// The valid owner of `actor`: placed, and its node alive in the placement's incarnation.
     pub async fn owner(&self, actor: &ActorId) -> Result<Option<Placement>, StoreError> {
         let trees = self.shared.trees.read().await;
-        let t = ReadTables(&trees);
-        match t.placement(actor)? {
+        let t = Overlay::new(&trees);
+        match ReadTables(&trees).placement(actor)? {
             Some(rec) => live_owner(&t, &rec),
             None => Ok(None),
         }
@@ -732,14 +787,16 @@ impl StateView {
         Ok(ReadTables(&trees).actor(actor)?.map(|a| a.view()))
     }
 
-    /// The remembered outcome of request `req` on `actor`, if it is still remembered.
-    pub async fn request_outcome(
-        &self,
-        actor: &ActorId,
-        req: RequestId,
-    ) -> Result<Option<RequestOutcome>, StoreError> {
+    /// Where request `req` stands: applied (with its outcome), open, or forgotten.
+    pub async fn request_status(&self, req: RequestId) -> Result<RequestStatus, StoreError> {
         let trees = self.shared.trees.read().await;
-        ReadTables(&trees).outcome(actor, req)
+        request_status(&Overlay::new(&trees), req)
+    }
+
+    /// The session `id`, if it is open.
+    pub async fn session(&self, id: u64) -> Result<Option<SessionRecord>, StoreError> {
+        let trees = self.shared.trees.read().await;
+        Overlay::new(&trees).session(id)
     }
 
     /// The record of one node.
@@ -804,7 +861,7 @@ mod tests {
             let EntryPayload::Normal(cmd) = &interrupted.payload else {
                 unreachable!("a normal entry");
             };
-            apply_command(&mut overlay, cmd, 64).expect("apply in memory");
+            apply_command(&mut overlay, cmd, &Limits::default()).expect("apply in memory");
             let redo = Redo {
                 applied: Some(interrupted.log_id),
                 membership: None,

@@ -111,10 +111,11 @@ async fn corrupt_state_is_a_typed_error() {
                 Command::Commit {
                     actor: ActorId::new("T", "a"),
                     epoch: 1,
-                    state: b"hello".to_vec(),
+                    state: Some(b"hello".to_vec()),
                     base: None,
                     request: None,
-                    reply: vec![],
+                    acked: 0,
+                    outcome: raft_store::Outcome::Reply(vec![]),
                 },
             ),
         ])
@@ -154,10 +155,11 @@ async fn corrupt_state_is_a_typed_error() {
             Command::Commit {
                 actor: ActorId::new("T", "a"),
                 epoch: 1,
-                state: vec![],
+                state: Some(vec![]),
                 base: None,
                 request: None,
-                reply: vec![],
+                acked: 0,
+                outcome: raft_store::Outcome::Reply(vec![]),
             },
         )])
         .await
@@ -185,10 +187,11 @@ async fn snapshot_transfers_survives_restart_and_rejects_damage() {
             Command::Commit {
                 actor,
                 epoch: 1,
-                state: i.to_le_bytes().to_vec(),
+                state: Some(i.to_le_bytes().to_vec()),
                 base: None,
                 request: None,
-                reply: vec![],
+                acked: 0,
+                outcome: raft_store::Outcome::Reply(vec![]),
             },
         ));
     }

@@ -1,18 +1,19 @@
 //! Property test: the sled state machine against a plain in-memory model of the command
 //! semantics, over random command sequences with stale epochs, racing activations, duplicate
-//! request ids, node restarts and node-down, applied as single entries and as batches. The state
-//! is also compared after closing and reopening the store.
+//! request ids, sessions opened, acknowledged, filled and expired, node restarts and node-down,
+//! applied as single entries and as batches. The state is also compared after closing and
+//! reopening the store.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use raft_store::types::{Entry, EntryPayload, TypeConfig};
 use raft_store::{
     ActivateResult, ActorId, ActorState, Command, CommandResult, CommitResult, NodeDownResult,
-    Placement, RegisterResult, ReleaseResult, RequestId, StoreConfig, open,
+    Outcome, Placement, RegisterResult, ReleaseResult, RequestId, SessionResult, StoreConfig, open,
 };
 
-const HISTORY: usize = 3;
+const MAX_OUTCOMES: u64 = 3;
 const KEYS: [&str; 4] = ["a", "b", "c", "d"];
 
 /// The model: what a reader of the design would write, independent of `raft_store::logic`.
@@ -26,10 +27,14 @@ struct Model {
     placements: BTreeMap<String, (Option<(u64, u64)>, u64)>,
     /// key -> (version, state)
     states: BTreeMap<String, (u64, Vec<u8>)>,
-    /// key -> remembered requests, oldest first: (id, version, reply)
-    requests: BTreeMap<String, VecDeque<(RequestId, u64, Vec<u8>)>>,
-    /// (key, client) -> highest forgotten request sequence number
-    forgotten: BTreeMap<(String, u64), u64>,
+    /// request -> (key, version, outcome)
+    outcomes: BTreeMap<RequestId, (String, u64, Outcome)>,
+    /// open session -> (floor, last active)
+    sessions: BTreeMap<u64, (u64, u64)>,
+    /// the next session id (ids start at 1)
+    next_session: u64,
+    /// the state machine's time
+    now: u64,
 }
 
 impl Model {
@@ -117,51 +122,90 @@ impl Model {
                 state,
                 base,
                 request,
-                reply,
+                acked,
+                outcome,
             } => {
-                let reqs = self.requests.entry(actor.key.clone()).or_default();
-                if let Some(req) = request
-                    && let Some((_, v, r)) = reqs.iter().find(|(id, _, _)| id == req)
-                {
-                    return CommandResult::Commit(CommitResult::Duplicate {
-                        version: *v,
-                        reply: r.clone(),
-                    });
+                if let Some(req) = request {
+                    if let Some((key, v, o)) = self.outcomes.get(req) {
+                        if *key != actor.key {
+                            return CommandResult::Invalid(format!(
+                                "request {req} was used for T/{key} before, not {actor}"
+                            ));
+                        }
+                        return CommandResult::Commit(CommitResult::Duplicate {
+                            version: *v,
+                            outcome: o.clone(),
+                        });
+                    }
+                    match self.sessions.get(&req.session) {
+                        Some((floor, _)) if req.seq >= *floor => {}
+                        _ => return CommandResult::Commit(CommitResult::Expired),
+                    }
                 }
                 let current = self.owner(&actor.key);
                 if current.map(|p| p.epoch) != Some(*epoch) {
                     return CommandResult::Commit(CommitResult::StaleEpoch { current });
                 }
-                if let Some(req) = request
-                    && self
-                        .forgotten
-                        .get(&(actor.key.clone(), req.client))
-                        .is_some_and(|f| req.seq <= *f)
-                {
-                    return CommandResult::Commit(CommitResult::Expired);
-                }
                 let have = self.states.get(&actor.key).map_or(0, |s| s.0);
                 if base.is_some_and(|b| b != have) {
                     return CommandResult::Commit(CommitResult::Conflict { version: have });
                 }
-                let st = self.states.entry(actor.key.clone()).or_insert((0, vec![]));
-                st.0 += 1;
-                st.1 = state.clone();
-                let version = st.0;
                 if let Some(req) = request {
-                    let reqs = self.requests.entry(actor.key.clone()).or_default();
-                    reqs.push_back((*req, version, reply.clone()));
-                    if reqs.len() > HISTORY
-                        && let Some((old, _, _)) = reqs.pop_front()
-                    {
-                        let f = self
-                            .forgotten
-                            .entry((actor.key.clone(), old.client))
-                            .or_insert(old.seq);
-                        *f = (*f).max(old.seq);
+                    let now = self.now;
+                    let (floor, last) = self.sessions.get_mut(&req.session).expect("checked");
+                    if *acked > *floor {
+                        *floor = *acked;
+                        let below = *acked;
+                        self.outcomes
+                            .retain(|r, _| r.session != req.session || r.seq >= below);
                     }
+                    let held = self
+                        .outcomes
+                        .keys()
+                        .filter(|r| r.session == req.session)
+                        .count() as u64;
+                    if held >= MAX_OUTCOMES {
+                        return CommandResult::Commit(CommitResult::SessionFull);
+                    }
+                    *last = now;
+                }
+                let version = match state {
+                    Some(state) => {
+                        let st = self.states.entry(actor.key.clone()).or_insert((0, vec![]));
+                        st.0 += 1;
+                        st.1 = state.clone();
+                        st.0
+                    }
+                    None => have,
+                };
+                if let Some(req) = request {
+                    self.outcomes
+                        .insert(*req, (actor.key.clone(), version, outcome.clone()));
                 }
                 CommandResult::Commit(CommitResult::Committed { version })
+            }
+            Command::OpenSession { .. } => {
+                let id = self.next_session.max(1);
+                self.next_session = id + 1;
+                self.sessions.insert(id, (0, self.now));
+                CommandResult::Session(SessionResult::Opened { session: id })
+            }
+            Command::ExpireSessions { now_ms, idle_ms } => {
+                self.now = self.now.max(*now_ms);
+                let cutoff = self.now.saturating_sub(*idle_ms);
+                let idle: Vec<u64> = self
+                    .sessions
+                    .iter()
+                    .filter(|(_, (_, last))| *last < cutoff)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in &idle {
+                    self.sessions.remove(id);
+                    self.outcomes.retain(|r, _| r.session != *id);
+                }
+                CommandResult::Session(SessionResult::Expired {
+                    count: idle.len() as u64,
+                })
             }
             Command::Release { actor, epoch } => match self.placements.get_mut(&actor.key) {
                 Some((owner @ Some(_), e)) if e == epoch => {
@@ -198,18 +242,35 @@ fn simple_command() -> impl Strategy<Value = Command> {
         (
             0..KEYS.len(),
             0..=4u64,
-            proptest::collection::vec(any::<u8>(), 0..4),
-            proptest::option::of((1..=2u64, 1..=4u64)),
-            proptest::option::of(0..=3u64)
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..4)),
+            proptest::option::of((1..=2u64, 0..=5u64, 0..=1u64)),
+            proptest::option::of(0..=3u64),
+            prop_oneof![3 => Just(0u64), 1 => 1..=5u64],
+            any::<bool>(),
         )
-            .prop_map(|(k, epoch, state, req, base)| Command::Commit {
-                actor: actor(k),
-                epoch,
-                reply: state.iter().rev().copied().collect(),
-                state,
-                base,
-                request: req.map(|(client, seq)| RequestId { client, seq }),
-            }),
+            .prop_map(
+                |(k, epoch, state, req, base, acked, rejected)| Command::Commit {
+                    actor: actor(k),
+                    epoch,
+                    outcome: if rejected {
+                        Outcome::Rejected {
+                            error: vec![k as u8],
+                            display: "no".into(),
+                        }
+                    } else {
+                        Outcome::Reply(state.iter().flatten().rev().copied().collect())
+                    },
+                    state,
+                    base,
+                    request: req.map(|(session, seq, sub)| RequestId { session, seq, sub }),
+                    acked,
+                }
+            ),
+        Just(Command::OpenSession {
+            owner: "model".into()
+        }),
+        (0..=60u64, 0..=30u64)
+            .prop_map(|(now_ms, idle_ms)| Command::ExpireSessions { now_ms, idle_ms }),
         (0..KEYS.len(), 0..=4u64).prop_map(|(k, epoch)| Command::Release {
             actor: actor(k),
             epoch
@@ -244,20 +305,27 @@ async fn compare_state(view: &raft_store::StateView, model: &Model) {
             expect,
             "state of {a}"
         );
-        for client in 1..=2 {
-            for seq in 1..=4 {
-                let id = RequestId { client, seq };
-                let got = view
-                    .request_outcome(&a, id)
-                    .await
-                    .expect("outcome")
-                    .map(|o| (o.version, o.reply));
-                let want = model
-                    .requests
-                    .get(KEYS[k])
-                    .and_then(|r| r.iter().find(|(i, _, _)| *i == id))
-                    .map(|(_, v, r)| (*v, r.clone()));
-                assert_eq!(got, want, "outcome of {id} on {a}");
+        let _ = key;
+    }
+    for session in 1..=4 {
+        for seq in 0..=6 {
+            for sub in 0..=2 {
+                let id = RequestId { session, seq, sub };
+                let got = match view.request_status(id).await.expect("status") {
+                    raft_store::logic::RequestStatus::Done(o) => {
+                        Some(Some((o.actor.key, o.version, o.outcome)))
+                    }
+                    raft_store::logic::RequestStatus::Open => Some(None),
+                    raft_store::logic::RequestStatus::Forgotten => None,
+                };
+                let want = match model.outcomes.get(&id) {
+                    Some(o) => Some(Some(o.clone())),
+                    None => match model.sessions.get(&session) {
+                        Some((floor, _)) if seq >= *floor => Some(None),
+                        _ => None,
+                    },
+                };
+                assert_eq!(got, want, "status of {id}");
             }
         }
     }
@@ -284,7 +352,7 @@ fn run_case(commands: Vec<Command>, group: Vec<usize>) {
     rt.block_on(async {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = StoreConfig {
-            request_history: HISTORY,
+            max_session_outcomes: MAX_OUTCOMES,
             ..StoreConfig::default()
         };
         let mut model = Model::default();
@@ -320,7 +388,7 @@ fn run_case(commands: Vec<Command>, group: Vec<usize>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
     fn state_machine_matches_model(

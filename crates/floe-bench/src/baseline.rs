@@ -62,10 +62,12 @@ pub fn echo_call_frame() -> Result<Vec<u8>, BenchError> {
         actor: floe::ActorId::new(Echo::NAME, "e-0"),
         message: Ping::NAME.to_string(),
         payload: floe::encode_message(&Ping(1)).map_err(|e| BenchError::Call(e.to_string()))?,
-        request: RequestId { client: 1, seq: 1 },
+        request: RequestId::new(1, 1),
         timeout_ms: 5000,
         chain: Vec::new(),
         hops: 0,
+        acked: 0,
+        retry: false,
     });
     encode_frame(&Open::Request(req), DEFAULT_MAX_FRAME)
         .map(|b| b.to_vec())

@@ -283,13 +283,12 @@ async fn via_gateway(
         actor: floe::ActorId::new(Echo::NAME, key),
         message: Ping::NAME.to_string(),
         payload: floe::encode_message(&Ping(n)).map_err(err)?,
-        request: RequestId {
-            client: client_id,
-            seq: n + 1,
-        },
+        request: RequestId::new(client_id, n + 1),
         timeout_ms: CALL_DEADLINE.as_millis() as u32,
         chain: Vec::new(),
         hops: 0,
+        acked: 0,
+        retry: false,
     });
     match t.request(gateway, req, CALL_DEADLINE).await.map_err(err)? {
         Reply::Call { payload, owner: o } if o.node == owner => {

@@ -119,10 +119,7 @@ async fn kill_owner_kill_leader_restart_everything() {
     }
 
     println!("phase 5: a retried request id is applied once, through different gateways");
-    let rid = RequestId {
-        client: 4242,
-        seq: 1,
-    };
+    let rid: RequestId = c.new_request_id().await.expect("request id");
     for addr in &rest {
         let c = client(&certs, vec![*addr]).await;
         let v = c

@@ -5,14 +5,26 @@
 //! to it directly afterwards. Timeouts and unavailability are retried with the **same request
 //! id** (so the call is applied at most once), with exponential backoff, inside one overall
 //! deadline; the error says whether the outcome is known.
+//!
+//! # Exactly-once
+//! The client opens a session in the cluster's log on its first call and numbers its calls in
+//! it. A call's outcome stays in the log until the client acknowledges it: at once when the call
+//! returned a definite answer, or [`ClientConfig::retry_window`] after it returned with its
+//! outcome unknown ([`CallFailure::outcome_known`] false), so that the application can retry it
+//! with [`ClientActorRef::with_request_id`] and get its original answer. The session expires
+//! when it made no commit for the cluster's session idle timeout (an hour by default); a retry
+//! after that gets [`CallFailure::Expired`]: the outcome is unknown, and it was not applied
+//! twice. Once an attempt of a call may have reached the cluster, no later attempt's failure is
+//! reported as definite.
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use floe::session::SessionTracker;
 use floe::{Actor, ActorId, CallError, CallFailure, Handler, Message, NodeId, RequestId};
 use floe_net::{RpcError, Target, TlsMaterial, Transport, TransportConfig};
 use floe_proto::{Action, CallRequest, MemberInfo, NodeHint, Reply, Request};
@@ -36,6 +48,9 @@ pub struct ClientConfig {
     /// request id) through a seed as well and take the first answer: a killed owner leaves a
     /// silent connection behind.
     pub hedge_after: Duration,
+    /// How long a call that ended with its outcome unknown can be retried with its request id
+    /// and still get its original answer (must stay below the cluster's session idle timeout).
+    pub retry_window: Duration,
     /// Transport settings (the listen address should stay an ephemeral port).
     pub transport: TransportConfig,
 }
@@ -51,6 +66,7 @@ impl ClientConfig {
             backoff_min: Duration::from_millis(10),
             backoff_max: Duration::from_millis(500),
             hedge_after: Duration::from_millis(250),
+            retry_window: floe::session::DEFAULT_RETRY_WINDOW,
             transport: TransportConfig::default(),
         }
     }
@@ -75,8 +91,11 @@ struct Inner {
     config: ClientConfig,
     owners: Mutex<HashMap<ActorId, NodeHint>>,
     next_seed: AtomicUsize,
-    client_id: u64,
-    seq: AtomicU64,
+    /// The session, once opened.
+    session: Mutex<Option<SessionTracker>>,
+    /// Serializes opening the session.
+    opening: tokio::sync::Mutex<()>,
+    started: Instant,
 }
 
 /// A connection to a Floe cluster; cheap to clone.
@@ -89,7 +108,7 @@ impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
             .field("seeds", &self.inner.config.seeds)
-            .field("client_id", &self.inner.client_id)
+            .field("session", &self.session_id())
             .finish_non_exhaustive()
     }
 }
@@ -117,8 +136,9 @@ impl Client {
                 transport,
                 owners: Mutex::new(HashMap::new()),
                 next_seed: AtomicUsize::new(rand::random_range(0..config.seeds.len())),
-                client_id: rand::random(),
-                seq: AtomicU64::new(1),
+                session: Mutex::new(None),
+                opening: tokio::sync::Mutex::new(()),
+                started: Instant::now(),
                 config,
             }),
         };
@@ -169,9 +189,122 @@ impl Client {
         lock(&self.inner.owners).get(actor).map(|h| h.node)
     }
 
-    /// This client's id (the first half of its request ids).
-    pub fn id(&self) -> u64 {
-        self.inner.client_id
+    /// This client's session id (the first part of its request ids), once it opened one.
+    pub fn session_id(&self) -> Option<u64> {
+        lock(&self.inner.session).as_ref().map(|t| t.session())
+    }
+
+    /// A fresh request id of this client's session, to pass to
+    /// [`ClientActorRef::with_request_id`] (and to keep, to retry the call later, from this
+    /// process or another).
+    ///
+    /// # Errors
+    /// [`CallFailure::Unavailable`] if the session cannot be opened (no seed reachable, no
+    /// quorum).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: at worst a session is opened and left to expire.
+    pub async fn new_request_id(&self) -> Result<RequestId, CallFailure> {
+        let (id, _) = self.begin().await?;
+        self.end(id, false);
+        Ok(id)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.inner
+            .started
+            .elapsed()
+            .as_millis()
+            .min(u64::MAX as u128) as u64
+    }
+
+    /// Number a new call (opening the session first if needed); its id and the session's
+    /// acknowledgement floor.
+    async fn begin(&self) -> Result<(RequestId, u64), CallFailure> {
+        let now = self.now_ms();
+        if let Some(t) = lock(&self.inner.session).as_mut() {
+            return Ok((t.begin(), t.acked(now)));
+        }
+        let _opening = self.inner.opening.lock().await;
+        if lock(&self.inner.session).is_none() {
+            let id = self.open_session().await?;
+            *lock(&self.inner.session) = Some(SessionTracker::new(
+                id,
+                self.inner.config.retry_window,
+                floe::session::DEFAULT_MAX_SPAN,
+            ));
+        }
+        let mut session = lock(&self.inner.session);
+        let t = session
+            .as_mut()
+            .ok_or_else(|| CallFailure::Unavailable("no session".into()))?;
+        Ok((t.begin(), t.acked(now)))
+    }
+
+    /// The call `id` ended, with a definite answer if `known`.
+    fn end(&self, id: RequestId, known: bool) {
+        let now = self.now_ms();
+        if let Some(t) = lock(&self.inner.session).as_mut() {
+            t.finish(id, known, now);
+        }
+    }
+
+    /// The call `id` (of this session, or not) is sent again by the application; returns the
+    /// acknowledgement floor to send with it (0 for another session's id: this client cannot
+    /// speak for it).
+    fn resume(&self, id: RequestId) -> u64 {
+        let now = self.now_ms();
+        match lock(&self.inner.session).as_mut() {
+            Some(t) if t.session() == id.session => {
+                t.resume(id);
+                t.acked(now)
+            }
+            _ => 0,
+        }
+    }
+
+    /// The cluster no longer knows `session`: open a new one on the next call.
+    fn drop_session(&self, session: u64) {
+        let mut s = lock(&self.inner.session);
+        if s.as_ref().is_some_and(|t| t.session() == session) {
+            *s = None;
+        }
+    }
+
+    /// Open a session through some seed, within the call timeout.
+    async fn open_session(&self) -> Result<u64, CallFailure> {
+        let cfg = &self.inner.config;
+        let deadline = Instant::now() + cfg.call_timeout;
+        let mut backoff = cfg.backoff_min;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(CallFailure::Unavailable(
+                    "no session could be opened before the deadline".into(),
+                ));
+            }
+            let attempt = remaining.min(cfg.attempt_timeout);
+            match self
+                .inner
+                .transport
+                .request(&self.seed(), Request::OpenSession, attempt)
+                .await
+            {
+                Ok(Reply::Session { id }) => return Ok(id),
+                Ok(other) => {
+                    return Err(CallFailure::Unavailable(format!(
+                        "unexpected reply {other:?}"
+                    )));
+                }
+                Err(RpcError::Refused(m)) => {
+                    return Err(CallFailure::BadRequest(format!("refused: {m}")));
+                }
+                Err(e) => tracing::debug!(error = %e, "opening a session failed; retrying"),
+            }
+            tokio::time::sleep(backoff.min(deadline.saturating_duration_since(Instant::now())))
+                .await;
+            backoff = (backoff * 2).min(cfg.backoff_max);
+        }
     }
 
     fn seed(&self) -> Target {
@@ -187,25 +320,38 @@ impl Client {
     }
 
     /// Send one attempt: to the cached owner (hedged through a seed if it is slow), or to a seed.
+    /// `hedged` is set once a second copy was sent.
     async fn attempt(
         &self,
         actor: &ActorId,
-        req: Request,
+        call: CallRequest,
         timeout: Duration,
+        hedged: &mut bool,
     ) -> Result<Reply, RpcError> {
         let t = &self.inner.transport;
         let Some(owner) = self.cached_target(actor) else {
-            return t.request(&self.seed(), req, timeout).await;
+            return t.request(&self.seed(), Request::Call(call), timeout).await;
         };
-        let direct = t.request(&owner, req.clone(), timeout);
+        let first_fixed = call.retry;
+        let direct = t.request(&owner, Request::Call(call.clone()), timeout);
         tokio::pin!(direct);
         let hedge = self.inner.config.hedge_after.min(timeout);
         tokio::select! {
             r = &mut direct => return r,
             () = tokio::time::sleep(hedge) => {}
         }
+        *hedged = true;
         let seed = self.seed();
-        let via_seed = t.request(&seed, req, timeout.saturating_sub(hedge));
+        let copy = CallRequest {
+            retry: true,
+            ..call
+        };
+        let via_seed = t.request(&seed, Request::Call(copy), timeout.saturating_sub(hedge));
+        if !first_fixed {
+            // The first copy may answer afresh (a read, a rejection) while this one commits:
+            // only the copy whose answer the log fixes may be taken.
+            return via_seed.await;
+        }
         tokio::pin!(via_seed);
         // First success wins; if one fails, wait for the other.
         tokio::select! {
@@ -232,24 +378,59 @@ impl Client {
         }
     }
 
-    /// Run one call with retries; returns the serialized reply.
+    /// Run one call with retries; returns the serialized reply, and whether some attempt may
+    /// have taken effect. `sent_before`: the request id may have been used already (its answer
+    /// must come from the log).
+    #[allow(clippy::too_many_arguments)]
     async fn call_raw(
         &self,
         actor: &ActorId,
         message: &'static str,
         payload: Vec<u8>,
         request: RequestId,
+        acked: u64,
+        sent_before: bool,
         timeout: Duration,
+    ) -> (Result<Vec<u8>, CallFailure>, bool) {
+        let mut ambiguous = sent_before;
+        let r = self
+            .attempts(
+                actor,
+                message,
+                payload,
+                request,
+                acked,
+                timeout,
+                &mut ambiguous,
+            )
+            .await;
+        (r, ambiguous)
+    }
+
+    /// The retry loop of [`Client::call_raw`]; sets `ambiguous` once an attempt may have taken
+    /// effect.
+    #[allow(clippy::too_many_arguments)]
+    async fn attempts(
+        &self,
+        actor: &ActorId,
+        message: &'static str,
+        payload: Vec<u8>,
+        request: RequestId,
+        acked: u64,
+        timeout: Duration,
+        ambiguous: &mut bool,
     ) -> Result<Vec<u8>, CallFailure> {
         let cfg = &self.inner.config;
         let deadline = Instant::now() + timeout;
         let mut backoff = cfg.backoff_min;
+        let mut hedged = false;
+        let unknown = settle;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 return Err(CallFailure::Timeout);
             }
-            let req = Request::Call(CallRequest {
+            let call = CallRequest {
                 actor: actor.clone(),
                 message: message.to_string(),
                 payload: payload.clone(),
@@ -257,17 +438,24 @@ impl Client {
                 timeout_ms: remaining.as_millis().min(u32::MAX as u128) as u32,
                 chain: Vec::new(),
                 hops: 0,
-            });
+                acked,
+                retry: *ambiguous || hedged,
+            };
             let attempt = remaining.min(cfg.attempt_timeout);
-            let retry = match self.attempt(actor, req, attempt).await {
+            let result = self.attempt(actor, call, attempt, &mut hedged).await;
+            if hedged {
+                *ambiguous = true;
+            }
+            let retry = match result {
                 Ok(Reply::Call { payload, owner }) => {
                     self.learn(actor, Some(owner));
                     return Ok(payload);
                 }
                 Ok(other) => {
-                    return Err(CallFailure::Unavailable(format!(
-                        "unexpected reply {other:?}"
-                    )));
+                    return Err(unknown(
+                        *ambiguous,
+                        CallFailure::Unavailable(format!("unexpected reply {other:?}")),
+                    ));
                 }
                 Err(RpcError::Remote(e)) => match e.kind.action() {
                     Action::Reroute => {
@@ -280,19 +468,30 @@ impl Client {
                         !immediate
                     }
                     Action::BackOff | Action::RetrySameId => {
+                        *ambiguous = true;
                         self.learn(actor, None);
                         true
                     }
-                    Action::GiveUp => return Err(floe::from_wire(e)),
+                    Action::GiveUp => return Err(unknown(*ambiguous, floe::from_wire(e))),
                 },
                 // Our certificate or theirs is refused: retrying will not help.
                 Err(RpcError::Refused(m)) => {
-                    return Err(CallFailure::BadRequest(format!("refused: {m}")));
+                    return Err(unknown(
+                        *ambiguous,
+                        CallFailure::BadRequest(format!("refused: {m}")),
+                    ));
                 }
-                Err(RpcError::Shutdown) => return Err(CallFailure::Shutdown),
-                // Unreachable, lost or timed out: the same request id keeps a retry safe.
+                Err(RpcError::Shutdown) => return Err(unknown(*ambiguous, CallFailure::Shutdown)),
+                // Not sent: nothing could have taken effect.
+                Err(RpcError::Unreachable(e)) => {
+                    tracing::debug!(actor = %actor, error = %e, "call attempt not sent; retrying");
+                    self.learn(actor, None);
+                    true
+                }
+                // Lost or timed out: the same request id keeps a retry safe.
                 Err(e) => {
                     tracing::debug!(actor = %actor, error = %e, "call attempt failed; retrying");
+                    *ambiguous = true;
                     self.learn(actor, None);
                     true
                 }
@@ -311,6 +510,18 @@ impl Client {
             .transport
             .shutdown(Duration::from_millis(100))
             .await;
+    }
+}
+
+/// What to report for a call whose last attempt failed with `f`. Once an earlier attempt may have
+/// taken effect (`ambiguous`), a failure that only says the last attempt did nothing (refused,
+/// bad request, shut down...) says nothing about the call: its outcome is unknown. A rejection
+/// stands: the handler's error for a retried request is fixed in the log like a reply.
+fn settle(ambiguous: bool, f: CallFailure) -> CallFailure {
+    if ambiguous && f.outcome_known() && !matches!(f, CallFailure::Rejected { .. }) {
+        CallFailure::Timeout
+    } else {
+        f
     }
 }
 
@@ -347,7 +558,10 @@ impl<A: Actor> ClientActorRef<A> {
         self
     }
 
-    /// Use this request id (to retry a call made earlier, across client restarts).
+    /// Use this request id: retry a call made earlier (from this process or another, for as
+    /// long as the call's session lives), with an id from [`Client::new_request_id`] or one
+    /// that an earlier call failed with. Its answer then comes from the log: the original
+    /// outcome if the call was applied, [`CallFailure::Expired`] if that can no longer be told.
     pub fn with_request_id(mut self, request: RequestId) -> Self {
         self.request = Some(request);
         self
@@ -368,14 +582,80 @@ impl<A: Actor> ClientActorRef<A> {
         A: Handler<M>,
     {
         let payload = floe::encode_message(&msg)?;
-        let request = self.request.unwrap_or_else(|| RequestId {
-            client: self.client.inner.client_id,
-            seq: self.client.inner.seq.fetch_add(1, Ordering::Relaxed),
-        });
-        let raw = self
-            .client
-            .call_raw(&self.id, M::NAME, payload, request, self.timeout)
-            .await;
-        floe::typed_outcome(raw)
+        let client = &self.client;
+        if let Some(request) = self.request {
+            let acked = client.resume(request);
+            let (raw, _) = client
+                .call_raw(
+                    &self.id,
+                    M::NAME,
+                    payload,
+                    request,
+                    acked,
+                    true,
+                    self.timeout,
+                )
+                .await;
+            client.end(
+                request,
+                raw.as_ref().map_or_else(|f| f.outcome_known(), |_| true),
+            );
+            return floe::typed_outcome(raw);
+        }
+        let mut reopened = false;
+        loop {
+            let (request, acked) = client.begin().await?;
+            let (raw, ambiguous) = client
+                .call_raw(
+                    &self.id,
+                    M::NAME,
+                    payload.clone(),
+                    request,
+                    acked,
+                    false,
+                    self.timeout,
+                )
+                .await;
+            client.end(
+                request,
+                raw.as_ref().map_or_else(|f| f.outcome_known(), |_| true),
+            );
+            match raw {
+                // Refused as expired while no attempt can have taken effect: the session is
+                // gone (idle), and the call was not applied. Send it anew in a new session.
+                Err(CallFailure::Expired) if !reopened && !ambiguous => {
+                    client.drop_session(request.session);
+                    reopened = true;
+                }
+                other => return floe::typed_outcome(other),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn after_an_ambiguous_attempt_no_failure_is_definite() {
+        let refused = CallFailure::BadRequest("refused: handshake".into());
+        assert_eq!(settle(false, refused.clone()), refused);
+        for f in [
+            refused,
+            CallFailure::Shutdown,
+            CallFailure::Panicked("boom".into()),
+            CallFailure::CallCycle(vec![]),
+            CallFailure::ActivationFailed("no".into()),
+        ] {
+            let s = settle(true, f);
+            assert!(!s.outcome_known(), "{s:?}");
+        }
+        assert_eq!(settle(true, CallFailure::Expired), CallFailure::Expired);
+        let rejected = CallFailure::Rejected {
+            error: vec![1],
+            display: "insufficient".into(),
+        };
+        assert_eq!(settle(true, rejected.clone()), rejected);
     }
 }

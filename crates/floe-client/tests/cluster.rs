@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::*;
-use floe::{ActorId, CallFailure, Placement, RequestId};
+use floe::{ActorId, CallFailure, Placement};
 use futures::StreamExt;
 
 async fn routes_and_spreads(n: u64) {
@@ -162,7 +162,8 @@ async fn retried_request_ids_apply_once_across_gateways() {
     let pki = Pki::new();
     let root = tempfile::tempdir().expect("tempdir");
     let nodes = cluster(&pki, root.path(), 3, Placement::PreferLocal).await;
-    let rid = RequestId { client: 7, seq: 99 };
+    let first = client(&pki, vec![addr(&nodes[0])]).await;
+    let rid = first.new_request_id().await.expect("request id");
     // The same request through three different gateways: applied once, same reply each time.
     for n in &nodes {
         let c = client(&pki, vec![addr(n)]).await;

@@ -440,7 +440,8 @@ impl RaftService {
             | Request::AddNode { .. }
             | Request::RemoveNode { .. }
             | Request::Initialize { .. }
-            | Request::Status => return None,
+            | Request::Status
+            | Request::OpenSession => return None,
         })
     }
 

@@ -99,6 +99,8 @@ pub enum Request {
     },
     /// This node's view of the cluster.
     Status,
+    /// Open a client session (committed through the log); answered with [`Reply::Session`].
+    OpenSession,
 }
 
 /// What [`Request::Status`] reports.
@@ -156,7 +158,11 @@ impl Request {
     /// Who may send this request.
     pub fn access(&self) -> Access {
         match self {
-            Request::Call(_) | Request::Ping | Request::Members | Request::Status => Access::Any,
+            Request::Call(_)
+            | Request::Ping
+            | Request::Members
+            | Request::Status
+            | Request::OpenSession => Access::Any,
             Request::AddNode { .. } | Request::RemoveNode { .. } | Request::Initialize { .. } => {
                 Access::Admin
             }
@@ -179,6 +185,7 @@ impl Request {
             Request::RemoveNode { .. } => "remove_node",
             Request::Initialize { .. } => "initialize",
             Request::Status => "status",
+            Request::OpenSession => "open_session",
         }
     }
 }
@@ -211,6 +218,12 @@ pub struct CallRequest {
     pub chain: Vec<ActorId>,
     /// Nodes this call already crossed; a node forwards a call at most once.
     pub hops: u8,
+    /// Every call of the request's session numbered below this has finished for its client:
+    /// their outcomes may be forgotten. 0 says nothing.
+    pub acked: u64,
+    /// This request id may have been sent before (a retry, a hedge, a re-run): its answer must
+    /// be fixed in the log, never computed afresh.
+    pub retry: bool,
 }
 
 /// A successful answer.
@@ -247,6 +260,11 @@ pub enum Reply {
     Status(StatusReport),
     /// Answer to [`Request::Ping`].
     Pong,
+    /// Answer to [`Request::OpenSession`].
+    Session {
+        /// The new session's id, for [`RequestId::session`].
+        id: u64,
+    },
 }
 
 /// The answer frame of a [`Open::Request`] stream.
@@ -292,6 +310,10 @@ pub enum ErrorKind {
     ActivationFailed,
     /// The call would wait on an actor that waits on the caller: give up.
     CallCycle(Vec<ActorId>),
+    /// The request's outcome is no longer remembered (its session expired, or its client
+    /// acknowledged it): it may or may not have been applied, and retrying cannot tell. Give up
+    /// and report the outcome as unknown.
+    Expired,
 }
 
 /// The caller's next move for an [`ErrorKind`].
@@ -319,7 +341,8 @@ impl ErrorKind {
             | ErrorKind::Forbidden
             | ErrorKind::Panicked
             | ErrorKind::ActivationFailed
-            | ErrorKind::CallCycle(_) => Action::GiveUp,
+            | ErrorKind::CallCycle(_)
+            | ErrorKind::Expired => Action::GiveUp,
         }
     }
 }

@@ -28,10 +28,16 @@ fn samples() -> Vec<Open> {
             actor: ActorId::new("bank.Account", "alice"),
             message: "Deposit".into(),
             payload: vec![1, 2, 3],
-            request: RequestId { client: 9, seq: 4 },
+            request: RequestId {
+                session: 9,
+                seq: 4,
+                sub: 3,
+            },
             timeout_ms: 500,
             chain: vec![ActorId::new("bank.Teller", "t1")],
             hops: 1,
+            acked: 2,
+            retry: true,
         })),
         Open::AppendStream,
     ]

@@ -175,6 +175,7 @@ pub(crate) fn to_wire(raft: &Raft, f: CallFailure) -> WireError {
         },
         CallFailure::Unavailable(_) | CallFailure::Shutdown => ErrorKind::Unavailable,
         CallFailure::Timeout => ErrorKind::Timeout,
+        CallFailure::Expired => ErrorKind::Expired,
         CallFailure::BadRequest(_) => ErrorKind::BadRequest,
     };
     WireError::new(kind, msg)
@@ -192,6 +193,7 @@ pub fn from_wire(e: WireError) -> CallFailure {
         ErrorKind::CallCycle(c) => CallFailure::CallCycle(c),
         ErrorKind::NotOwner { hint } => CallFailure::NotOwner(hint.map(|h| h.node)),
         ErrorKind::Timeout => CallFailure::Timeout,
+        ErrorKind::Expired => CallFailure::Expired,
         ErrorKind::BadRequest | ErrorKind::Forbidden => CallFailure::BadRequest(e.message),
         ErrorKind::NotLeader { .. } | ErrorKind::Unavailable | ErrorKind::Internal => {
             CallFailure::Unavailable(e.message)
@@ -386,6 +388,13 @@ impl Service for NodeService {
                 }
             }
             Request::Members => self.members().await,
+            Request::OpenSession => {
+                let rt = self.rt()?;
+                rt.open_session("client")
+                    .await
+                    .map(|id| Reply::Session { id })
+                    .map_err(|f| to_wire(&rt.raft, f))
+            }
             Request::AddNode { node, addr, voter } => self.add_node(node, addr, voter).await,
             Request::RemoveNode { node } => self.remove_node(node).await,
             Request::Initialize { voters } => self.initialize(voters).await,
@@ -452,6 +461,8 @@ pub(crate) fn call_request(call: &crate::runtime::RawCall) -> CallRequest {
             .min(u32::MAX as u128) as u32,
         chain: call.chain.to_vec(),
         hops: call.hops.saturating_add(1),
+        acked: call.acked,
+        retry: call.retry,
     }
 }
 

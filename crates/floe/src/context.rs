@@ -107,10 +107,18 @@ impl<A> Context<A> {
 }
 
 /// Derives the request ids of the calls a handler makes from the id of the call it handles.
+///
+/// A nested call belongs to the session and sequence number of the outermost request and gets
+/// a sub-id hashed from its parent's and its position among the parent's calls. The handler of
+/// a retried request, run again on any node, makes the same calls with the same ids, so none
+/// applies twice; they are forgotten with the outermost request, so nesting mints no sessions.
 #[derive(Debug, Clone)]
 pub(crate) struct Nested {
-    client: u64,
+    parent: RequestId,
+    retry: bool,
     next: Arc<std::sync::atomic::AtomicU64>,
+    /// The first failure with an unknown outcome among the calls made.
+    unknown: Arc<std::sync::Mutex<Option<CallFailure>>>,
 }
 
 /// splitmix64: a fixed, well-mixed 64-bit hash (the same on every node and build).
@@ -122,18 +130,41 @@ fn mix(mut z: u64) -> u64 {
 }
 
 impl Nested {
-    pub(crate) fn from(parent: RequestId) -> Self {
+    pub(crate) fn from(parent: RequestId, retry: bool) -> Self {
         Self {
-            client: mix(parent.client ^ mix(parent.seq)),
+            parent,
+            retry,
             next: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            unknown: Arc::new(std::sync::Mutex::new(None)),
         }
     }
 
     fn next(&self) -> RequestId {
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Never 0: that is the session's own call.
+        let sub = mix(self.parent.sub ^ mix(i.wrapping_add(1))).max(1);
         RequestId {
-            client: self.client,
-            seq: self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            session: self.parent.session,
+            seq: self.parent.seq,
+            sub,
         }
+    }
+
+    fn note(&self, f: &CallFailure) {
+        if !f.outcome_known() {
+            let mut u = self.unknown.lock().unwrap_or_else(|p| p.into_inner());
+            if u.is_none() {
+                *u = Some(f.clone());
+            }
+        }
+    }
+
+    /// The first failure with an unknown outcome among the calls made, if any.
+    pub(crate) fn unknown(&self) -> Option<CallFailure> {
+        self.unknown
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -214,20 +245,38 @@ impl<A: Actor> ActorRef<A> {
         let deadline = self
             .deadline
             .unwrap_or_else(|| Instant::now() + rt.call_timeout());
-        let call = RawCall {
+        let raw = |request: RequestId, acked: u64, retry: bool| RawCall {
             actor: self.id.clone(),
             message: M::NAME.to_string(),
-            payload,
-            request: self
-                .request
-                .or_else(|| self.nested.as_ref().map(Nested::next))
-                .unwrap_or_else(|| rt.next_request_id()),
+            payload: payload.clone(),
+            request,
             deadline,
             chain: self.chain.clone(),
             hops: 0,
+            acked,
+            retry,
         };
-        let result = rt.call_raw(call);
+        let result = match (self.request, &self.nested) {
+            // The caller says this id may have been used before.
+            (Some(request), _) => rt.call_raw(raw(request, 0, true)).await,
+            (None, Some(nested)) => {
+                let r = rt.call_raw(raw(nested.next(), 0, nested.retry)).await;
+                if let Err(f) = &r {
+                    nested.note(f);
+                }
+                r
+            }
+            (None, None) => {
+                let (request, acked) = rt.begin_own().await?;
+                let r = rt.call_raw(raw(request, acked, false)).await;
+                rt.end_own(
+                    request,
+                    r.as_ref().map_or_else(|f| f.outcome_known(), |_| true),
+                );
+                r
+            }
+        };
         drop(rt);
-        crate::error::typed_outcome(result.await.map(|(bytes, _owner)| bytes))
+        crate::error::typed_outcome(result.map(|(bytes, _owner)| bytes))
     }
 }

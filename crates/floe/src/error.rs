@@ -29,9 +29,15 @@ pub enum CallFailure {
     /// The node cannot serve the call now (no quorum, mailbox full, shutting down).
     #[error("unavailable: {0}")]
     Unavailable(String),
-    /// The deadline passed; the call may or may not have taken effect.
+    /// The deadline passed; the call may or may not have taken effect. Retry with the same
+    /// request id to find out.
     #[error("timed out; the outcome is unknown")]
     Timeout,
+    /// The call's outcome is no longer remembered (its session expired, or the retry came after
+    /// the caller had let the request go): it may or may not have taken effect, and no retry can
+    /// tell. It was not applied a second time.
+    #[error("the request expired; the outcome is unknown")]
+    Expired,
     /// Unknown actor type or message, or an undecodable payload.
     #[error("bad request: {0}")]
     BadRequest(String),
@@ -44,7 +50,10 @@ impl CallFailure {
     /// Whether the caller knows the call had no effect (retrying is always safe with the same
     /// request id; this says whether a retry is needed to find out).
     pub fn outcome_known(&self) -> bool {
-        !matches!(self, CallFailure::Timeout | CallFailure::Unavailable(_))
+        !matches!(
+            self,
+            CallFailure::Timeout | CallFailure::Expired | CallFailure::Unavailable(_)
+        )
     }
 }
 

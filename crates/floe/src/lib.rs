@@ -61,6 +61,7 @@ mod metrics;
 mod node;
 mod proposer;
 mod runtime;
+pub mod session;
 
 pub use actor::{Actor, ActorError, DispatchError, Handler, Lifecycle, Message, Never, StateError};
 pub use cluster::{
@@ -73,7 +74,7 @@ pub use floe_net::{TlsMaterial, certs};
 pub use node::{BuildError, Node, NodeBuilder, RuntimeConfig};
 pub use proposer::ProposeError;
 pub use raft_store::types::NodeId;
-pub use raft_store::{ActorId, NodeRecord, RequestId};
+pub use raft_store::{ActorId, NodeRecord, Outcome, RequestId};
 
 /// Everything an actor implementation needs.
 pub mod prelude {

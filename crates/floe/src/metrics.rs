@@ -36,7 +36,7 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-const OUTCOMES: [&str; 10] = [
+const OUTCOMES: [&str; 11] = [
     "ok",
     "rejected",
     "panicked",
@@ -45,6 +45,7 @@ const OUTCOMES: [&str; 10] = [
     "not_owner",
     "unavailable",
     "timeout",
+    "expired",
     "bad_request",
     "shutdown",
 ];
@@ -59,6 +60,7 @@ fn outcome(r: &Result<(), &CallFailure>) -> &'static str {
         Err(CallFailure::NotOwner(_)) => "not_owner",
         Err(CallFailure::Unavailable(_)) => "unavailable",
         Err(CallFailure::Timeout) => "timeout",
+        Err(CallFailure::Expired) => "expired",
         Err(CallFailure::BadRequest(_)) => "bad_request",
         Err(CallFailure::Shutdown) => "shutdown",
     }

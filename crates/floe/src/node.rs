@@ -40,6 +40,13 @@ pub struct RuntimeConfig {
     pub max_batch: usize,
     /// Raft entries of commands in flight at once.
     pub max_inflight_batches: usize,
+    /// A client session without a commit for this long expires, and the outcomes it still
+    /// holds are forgotten: a retry after that gets [`crate::CallFailure::Expired`]. Measured
+    /// on the Raft leader's clock, carried in the log. Must exceed the longest call deadline.
+    pub session_idle_timeout: Duration,
+    /// How long this node keeps the outcome of one of its own calls that ended unknown
+    /// retrievable by a retry with the same request id.
+    pub retry_window: Duration,
     /// **Breaks linearizability; for the consistency harness's self-test only.** Answer a call
     /// that left the state unchanged from the activation's memory, without confirming through
     /// a read index that this node still owns the actor, reactivate from the local directory
@@ -58,6 +65,8 @@ impl Default for RuntimeConfig {
             call_timeout: Duration::from_secs(10),
             max_batch: 512,
             max_inflight_batches: 4,
+            session_idle_timeout: Duration::from_secs(3600),
+            retry_window: crate::session::DEFAULT_RETRY_WINDOW,
             unsafe_unconfirmed_reads: false,
         }
     }
@@ -78,6 +87,13 @@ impl RuntimeConfig {
         }
         if self.max_batch == 0 || self.max_inflight_batches == 0 {
             return bad("max_batch and max_inflight_batches must be at least 1");
+        }
+        // A remote call may wait up to six call timeouts; a session must outlive it.
+        if self.session_idle_timeout <= self.call_timeout * 6 {
+            return bad("session_idle_timeout must exceed six call timeouts");
+        }
+        if self.retry_window >= self.session_idle_timeout {
+            return bad("retry_window must be shorter than session_idle_timeout");
         }
         Ok(())
     }
@@ -353,6 +369,7 @@ impl NodeBuilder {
                 .map_err(|e| raft_err(&e))?;
         }
         rt.register().await.map_err(BuildError::Register)?;
+        tokio::spawn(crate::runtime::session_clock(Arc::downgrade(&rt)));
         tracing::info!(node = self.id, incarnation, dir = %dir.display(), "node started");
         Ok(Node { rt, raft })
     }
@@ -452,6 +469,20 @@ impl Node {
     /// A reference to actor `key` of type `A`.
     pub fn actor<A: Actor>(&self, key: impl Into<String>) -> ActorRef<A> {
         ActorRef::new(&self.rt, key.into())
+    }
+    /// A fresh request id of this node's own session, to pass to
+    /// [`ActorRef::with_request_id`] (and to keep, to retry the call later). Its outcome stays
+    /// retrievable for [`RuntimeConfig::retry_window`] after the last call made with it.
+    ///
+    /// # Errors
+    /// [`crate::CallFailure::Unavailable`] if the session cannot be opened (no quorum).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: at worst a session is opened and left to expire.
+    pub async fn new_request_id(&self) -> Result<raft_store::RequestId, crate::CallFailure> {
+        let (id, _) = self.rt.begin_own().await?;
+        self.rt.end_own(id, false);
+        Ok(id)
     }
 
     /// This node's id.

@@ -22,10 +22,12 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use raft_store::logic::RequestStatus;
 use raft_store::types::openraft::ReadPolicy;
 use raft_store::types::{NodeId, Raft, WatchReceiver};
 use raft_store::{
-    ActivateResult, ActorId, Command, CommandResult, CommitResult, RequestId, StateView,
+    ActivateResult, ActorId, Command, CommandResult, CommitResult, Outcome, RequestId,
+    SessionResult, StateView,
 };
 use tokio::sync::{OnceCell, Semaphore};
 
@@ -46,12 +48,24 @@ pub(crate) struct RawCall {
     pub chain: Arc<[ActorId]>,
     /// Nodes this call crossed; a node forwards a call only if it arrived directly.
     pub hops: u8,
+    /// The caller's acknowledgement floor for the request's session (see [`crate::session`]).
+    pub acked: u64,
+    /// This request id may have been sent before: its answer must be fixed in the log.
+    pub retry: bool,
 }
 
 /// The activation disappeared before running the call; route it again.
 pub(crate) struct Gone;
 
 type CallResult = Result<Vec<u8>, CallFailure>;
+
+/// The answer a recorded outcome gives.
+fn answer(outcome: Outcome) -> CallResult {
+    match outcome {
+        Outcome::Reply(r) => Ok(r),
+        Outcome::Rejected { error, display } => Err(CallFailure::Rejected { error, display }),
+    }
+}
 
 pub(crate) trait AnyActivation: Send + Sync {
     fn admit(&self, deadline: Instant) -> BoxFuture<'_, Result<(), CallFailure>>;
@@ -177,14 +191,15 @@ impl<A: Actor> Activation<A> {
             .map_err(|e| CallFailure::BadRequest(e.to_string()))?;
         let stateful = before.is_some();
         if stateful {
-            // A retried request that was already applied returns its original reply.
-            let known = rt
+            // A retried request that was already applied returns its original answer. Only a
+            // hit is final here: this node's view may lag, so a miss is settled by the commit.
+            let status = rt
                 .view
-                .request_outcome(&self.id, call.request)
+                .request_status(call.request)
                 .await
                 .map_err(|e| CallFailure::Unavailable(e.to_string()))?;
-            if let Some(o) = known {
-                return Ok(o.reply);
+            if let RequestStatus::Done(o) = status {
+                return answer(o.outcome);
             }
         }
         let mut chain = call.chain.to_vec();
@@ -197,12 +212,13 @@ impl<A: Actor> Activation<A> {
             call.deadline,
             inner.tasks.take(),
         );
-        ctx.nested = Some(crate::context::Nested::from(call.request));
+        ctx.nested = Some(crate::context::Nested::from(call.request, call.retry));
         let res = AssertUnwindSafe(inner.actor.dispatch(&call.message, &call.payload, &mut ctx))
             .catch_unwind()
             .await;
         inner.tasks = ctx.tasks.take();
         let deactivate = ctx.deactivate;
+        let nested_unknown = ctx.nested.as_ref().and_then(|n| n.unknown());
         let out = match res {
             Err(p) => {
                 let msg = panic_message(&*p);
@@ -212,12 +228,20 @@ impl<A: Actor> Activation<A> {
             }
             Ok(Err(e)) => {
                 self.restore(inner, before.as_deref())?;
-                Err(match e {
+                match e {
+                    // A call the handler made has an unknown outcome and the handler failed:
+                    // its failure may stem from that call, so this outcome is unknown too.
+                    _ if let Some(f) = nested_unknown => Err(f),
                     DispatchError::Rejected { error, display } => {
-                        CallFailure::Rejected { error, display }
+                        let rejected = Outcome::Rejected { error, display };
+                        if stateful && call.retry {
+                            self.write(rt, inner, call, before, None, rejected).await
+                        } else {
+                            answer(rejected)
+                        }
                     }
-                    other => CallFailure::BadRequest(other.to_string()),
-                })
+                    other => Err(CallFailure::BadRequest(other.to_string())),
+                }
             }
             Ok(Ok(reply)) => self.finish(rt, inner, call, before, reply, confirmed).await,
         };
@@ -245,10 +269,19 @@ impl<A: Actor> Activation<A> {
             }
         };
         let Some(after) = after else {
-            // Stateless: nothing to commit or fence.
+            // Stateless: nothing to commit or fence; the calls it made carry ids derived from
+            // this one, so a retry repeats them without applying them twice.
             return Ok(reply);
         };
         if Some(&after) == before.as_ref() {
+            if call.retry {
+                // An earlier attempt of this request may still commit (its proposal in flight
+                // when its activation was dropped): fix this answer in the log first, so that
+                // one of the two wins and the other gets it back as a duplicate.
+                return self
+                    .write(rt, inner, call, before, None, Outcome::Reply(reply))
+                    .await;
+            }
             if rt.config.unsafe_unconfirmed_reads {
                 return Ok(reply);
             }
@@ -282,26 +315,58 @@ impl<A: Actor> Activation<A> {
             }
             return Ok(reply);
         }
+        self.write(rt, inner, call, before, Some(after), Outcome::Reply(reply))
+            .await
+    }
+
+    /// Commit `state` (or, with `None`, only the outcome) for `call`, conditional on the version
+    /// the memory holds, and answer what the log decided.
+    async fn write(
+        &self,
+        rt: &Arc<Runtime>,
+        inner: &mut Inner<A>,
+        call: &RawCall,
+        before: Option<Vec<u8>>,
+        state: Option<Vec<u8>>,
+        outcome: Outcome,
+    ) -> CallResult {
+        let changes = state.is_some();
         let cmd = Command::Commit {
             actor: self.id.clone(),
             epoch: self.epoch,
-            state: after,
+            state,
             base: Some(inner.version),
             request: Some(call.request),
-            reply: reply.clone(),
+            acked: call.acked,
+            outcome: outcome.clone(),
+        };
+        // Whatever did not commit leaves the memory ahead of the log: put it back.
+        let undo = |this: &Self, inner: &mut Inner<A>| -> Result<(), CallFailure> {
+            if changes {
+                this.restore(inner, before.as_deref())?;
+            }
+            Ok(())
         };
         match rt.proposer.propose(cmd).await {
             Ok(CommandResult::Commit(CommitResult::Committed { version })) => {
-                rt.metrics.commits.inc();
+                if changes {
+                    rt.metrics.commits.inc();
+                }
                 inner.version = version;
-                Ok(reply)
+                answer(outcome)
             }
             Ok(CommandResult::Commit(CommitResult::Expired)) => {
-                // A request delayed past the outcome history: it may have been applied before,
-                // so it is not applied again, and its outcome cannot be told.
-                inner.alive = false;
+                // Its session expired, or its caller had let it go: it may have been applied
+                // before, so it is not applied again, and its outcome cannot be told.
+                undo(self, inner)?;
                 tracing::warn!(actor = %self.id, request = %call.request, "request expired: outcome unknown");
-                Err(CallFailure::Timeout)
+                Err(CallFailure::Expired)
+            }
+            Ok(CommandResult::Commit(CommitResult::SessionFull)) => {
+                undo(self, inner)?;
+                Err(CallFailure::Unavailable(
+                    "the caller's session holds too many unacknowledged outcomes; back off".into(),
+                ))
             }
             Ok(CommandResult::Commit(CommitResult::Conflict { version })) => {
                 // Another write of this epoch applied first (a predecessor's commit whose
@@ -313,7 +378,7 @@ impl<A: Actor> Activation<A> {
                 ))
             }
             Ok(CommandResult::Commit(CommitResult::Duplicate {
-                reply: original, ..
+                outcome: original, ..
             })) => {
                 // Applied before (a retry raced the original): keep the committed state.
                 let st = rt
@@ -323,13 +388,17 @@ impl<A: Actor> Activation<A> {
                     .map_err(|e| CallFailure::Unavailable(e.to_string()))?;
                 self.restore(inner, st.as_ref().map(|s| s.state.as_slice()))?;
                 inner.version = st.as_ref().map_or(0, |s| s.version);
-                Ok(original)
+                answer(original)
             }
             Ok(CommandResult::Commit(CommitResult::StaleEpoch { current })) => {
                 rt.metrics.fenced.inc();
                 tracing::info!(actor = %self.id, epoch = self.epoch, "fenced: epoch no longer current");
                 inner.alive = false;
                 Err(CallFailure::NotOwner(current.map(|p| p.node)))
+            }
+            Ok(CommandResult::Invalid(why)) => {
+                undo(self, inner)?;
+                Err(CallFailure::BadRequest(why))
             }
             Ok(other) => {
                 inner.alive = false;
@@ -460,8 +529,10 @@ pub(crate) struct Runtime {
     pub(crate) proposer: Proposer,
     pub(crate) metrics: crate::metrics::Metrics,
     table: Mutex<HashMap<ActorId, Arc<Cell>>>,
-    client: u64,
-    seq: AtomicU64,
+    /// The session of the calls this node makes on its own behalf (not nested in a handler).
+    own: Mutex<Option<(crate::session::SessionTracker, u64)>>,
+    /// Serializes opening `own`.
+    opening: tokio::sync::Mutex<()>,
     started: Instant,
     shutting_down: AtomicBool,
 }
@@ -501,8 +572,8 @@ impl Runtime {
             proposer,
             metrics: crate::metrics::Metrics::new(),
             table: Mutex::new(HashMap::new()),
-            client: rand::random(),
-            seq: AtomicU64::new(0),
+            own: Mutex::new(None),
+            opening: tokio::sync::Mutex::new(()),
             started: Instant::now(),
             shutting_down: AtomicBool::new(false),
         });
@@ -531,10 +602,58 @@ impl Runtime {
         self.config.call_timeout
     }
 
-    pub(crate) fn next_request_id(&self) -> RequestId {
-        RequestId {
-            client: self.client,
-            seq: self.seq.fetch_add(1, Ordering::Relaxed),
+    /// Open a client session in the log for `owner`.
+    pub(crate) async fn open_session(&self, owner: &str) -> Result<u64, CallFailure> {
+        let cmd = Command::OpenSession {
+            owner: owner.to_owned(),
+        };
+        match self.proposer.propose(cmd).await {
+            Ok(CommandResult::Session(SessionResult::Opened { session })) => Ok(session),
+            Ok(CommandResult::Invalid(why)) => Err(CallFailure::Unavailable(why)),
+            Ok(other) => Err(CallFailure::Unavailable(format!(
+                "unexpected session result {other:?}"
+            ))),
+            Err(e) => Err(CallFailure::Unavailable(e.to_string())),
+        }
+    }
+
+    /// Number a call this node makes on its own behalf: its request id and the session's
+    /// acknowledgement floor. Opens the node's session first if it has none, or if it went
+    /// unused for half the session idle timeout (it may have expired: a call sent in it would
+    /// be refused, and could not be told apart from one applied before).
+    pub(crate) async fn begin_own(&self) -> Result<(RequestId, u64), CallFailure> {
+        let now = self.now_ms();
+        let stale_after = (self.config.session_idle_timeout / 2).as_millis() as u64;
+        let take = |own: &mut Option<(crate::session::SessionTracker, u64)>| match own {
+            Some((t, used)) if now.saturating_sub(*used) < stale_after => {
+                *used = now;
+                Some((t.begin(), t.acked(now)))
+            }
+            _ => None,
+        };
+        if let Some(r) = take(&mut lock(&self.own)) {
+            return Ok(r);
+        }
+        let _opening = self.opening.lock().await;
+        if let Some(r) = take(&mut lock(&self.own)) {
+            return Ok(r);
+        }
+        let id = self.open_session(&format!("node-{}", self.node)).await?;
+        let mut t = crate::session::SessionTracker::new(
+            id,
+            self.config.retry_window,
+            crate::session::DEFAULT_MAX_SPAN,
+        );
+        let r = (t.begin(), t.acked(now));
+        *lock(&self.own) = Some((t, now));
+        Ok(r)
+    }
+
+    /// A call numbered by [`Runtime::begin_own`] ended (`known`: with a definite answer).
+    pub(crate) fn end_own(&self, req: RequestId, known: bool) {
+        let now = self.now_ms();
+        if let Some((t, _)) = lock(&self.own).as_mut() {
+            t.finish(req, known, now);
         }
     }
 
@@ -583,6 +702,8 @@ impl Runtime {
             deadline: Instant::now() + timeout,
             chain: Arc::from(c.chain),
             hops: c.hops,
+            acked: c.acked,
+            retry: c.retry,
         };
         self.call_raw(call).await
     }
@@ -596,7 +717,7 @@ impl Runtime {
             cycle.push(call.actor.clone());
             return Err(CallFailure::CallCycle(cycle));
         }
-        let call = Arc::new(call);
+        let mut call = Arc::new(call);
         let mut backoff = Duration::from_millis(5);
         loop {
             if Instant::now() >= call.deadline {
@@ -624,7 +745,16 @@ impl Runtime {
                         match self.forward(owner, &call).await {
                             Ok(r) => return Ok(r),
                             Err(Some(f)) => return Err(f),
-                            Err(None) => {}
+                            Err(None) => {
+                                // It may have reached the owner: from now on its answer must
+                                // be fixed in the log.
+                                if !call.retry {
+                                    call = Arc::new(RawCall {
+                                        retry: true,
+                                        ..(*call).clone()
+                                    });
+                                }
+                            }
                         }
                     }
                     tokio::time::sleep(
@@ -985,6 +1115,47 @@ async fn sweep(rt: Weak<Runtime>) {
             .collect();
         for a in idle {
             a.deactivate(rt.clone(), true).await;
+        }
+    }
+}
+
+/// While this node leads, carry its clock into the log so that idle sessions expire.
+pub(crate) async fn session_clock(rt: Weak<Runtime>) {
+    let period = match rt.upgrade() {
+        Some(rt) => (rt.config.session_idle_timeout / 16)
+            .clamp(Duration::from_millis(100), Duration::from_secs(30)),
+        None => return,
+    };
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(rt) = rt.upgrade() else { return };
+        if rt.shutting_down.load(Ordering::Relaxed) {
+            return;
+        }
+        let leads = {
+            let m = rt.raft.metrics().borrow_watched().clone();
+            m.current_leader == Some(m.id)
+        };
+        if !leads {
+            continue;
+        }
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis().min(u64::MAX as u128) as u64);
+        let cmd = Command::ExpireSessions {
+            now_ms,
+            idle_ms: rt
+                .config
+                .session_idle_timeout
+                .as_millis()
+                .min(u64::MAX as u128) as u64,
+        };
+        match rt.proposer.propose(cmd).await {
+            Ok(CommandResult::Session(SessionResult::Expired { count })) if count > 0 => {
+                tracing::info!(count, "client sessions expired");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "session clock not carried"),
         }
     }
 }

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use floe::RuntimeConfig;
 use floe::prelude::*;
-use floe::{RequestId, RuntimeConfig};
 use futures::StreamExt;
 use raft_store::types::WatchReceiver;
 use serde::{Deserialize, Serialize};
@@ -483,8 +483,8 @@ async fn failing_activate_hook_fails_the_call_and_leaves_nothing_behind() {
 async fn retried_request_id_is_applied_once_even_after_restart() {
     init_tracing();
     let dir = tempfile::tempdir().expect("tempdir");
-    let rid = RequestId { client: 42, seq: 1 };
     let n = node(dir.path(), RuntimeConfig::default()).await;
+    let rid = n.new_request_id().await.expect("request id");
     let acc = n.actor::<Account>("once").with_request_id(rid);
     assert_eq!(acc.call(Deposit(10)).await.expect("first"), 10);
     assert_eq!(
@@ -516,7 +516,7 @@ async fn retried_stateless_call_does_not_repeat_its_effects() {
     init_tracing();
     let dir = tempfile::tempdir().expect("tempdir");
     let n = node(dir.path(), RuntimeConfig::default()).await;
-    let rid = RequestId { client: 9, seq: 9 };
+    let rid = n.new_request_id().await.expect("request id");
     let giver = n.actor::<Giver>("g").with_request_id(rid);
     assert_eq!(
         giver

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use floe::certs::CertificateAuthority;
 use floe::prelude::*;
-use floe::{ClusterConfig, Placement, TlsMaterial};
+use floe::{ClusterConfig, Placement, RuntimeConfig, TlsMaterial};
 use floe_client::{Client, ClientConfig};
 use serde::{Deserialize, Serialize};
 
@@ -125,6 +125,30 @@ pub async fn start_at(
     voter: bool,
     placement: Placement,
 ) -> Node {
+    start_with(
+        pki,
+        root,
+        id,
+        listen,
+        seeds,
+        voter,
+        placement,
+        RuntimeConfig::default(),
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn start_with(
+    pki: &Pki,
+    root: &Path,
+    id: u64,
+    listen: SocketAddr,
+    seeds: &[SocketAddr],
+    voter: bool,
+    placement: Placement,
+    runtime: RuntimeConfig,
+) -> Node {
     let mut cfg = ClusterConfig::new(listen, pki.node(id));
     if seeds.is_empty() {
         cfg.bootstrap = vec![(id, String::new())];
@@ -136,8 +160,12 @@ pub async fn start_at(
         .id(id)
         .data_dir(root.join(format!("n{id}")))
         .cluster(cfg)
+        .runtime(runtime)
         .register::<Counter>()
         .register::<Relay>()
+        .register::<Account>()
+        .register::<Slow>()
+        .register_builtins()
         .build()
         .await
         .unwrap_or_else(|e| panic!("node {id} starts: {e}"))
@@ -152,13 +180,111 @@ pub fn addr(n: &Node) -> SocketAddr {
 
 /// A cluster of `n` voters: node 1 bootstraps, the others join.
 pub async fn cluster(pki: &Pki, root: &Path, n: u64, placement: Placement) -> Vec<Node> {
-    let first = start(pki, root, 1, &[], true, placement.clone()).await;
+    cluster_with(pki, root, n, placement, RuntimeConfig::default()).await
+}
+
+/// [`cluster`] with runtime settings.
+pub async fn cluster_with(
+    pki: &Pki,
+    root: &Path,
+    n: u64,
+    placement: Placement,
+    runtime: RuntimeConfig,
+) -> Vec<Node> {
+    let l = loopback();
+    let first = start_with(
+        pki,
+        root,
+        1,
+        l,
+        &[],
+        true,
+        placement.clone(),
+        runtime.clone(),
+    )
+    .await;
     let seed = addr(&first);
     let mut nodes = vec![first];
     for id in 2..=n {
-        nodes.push(start(pki, root, id, &[seed], true, placement.clone()).await);
+        let node = start_with(
+            pki,
+            root,
+            id,
+            l,
+            &[seed],
+            true,
+            placement.clone(),
+            runtime.clone(),
+        )
+        .await;
+        nodes.push(node);
     }
     nodes
+}
+
+/// A bank account that refuses to go negative.
+#[derive(Actor, Default, Serialize, Deserialize)]
+#[actor(name = "test.Account", handles(Credit, Debit))]
+pub struct Account {
+    pub balance: i64,
+}
+
+#[derive(Message, Serialize, Deserialize)]
+#[message(reply = i64)]
+pub struct Credit(pub i64);
+
+#[derive(Message, Serialize, Deserialize)]
+#[message(reply = i64)]
+pub struct Debit(pub i64);
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("insufficient funds: {0}")]
+pub struct Insufficient(pub i64);
+
+impl Handler<Credit> for Account {
+    type Error = Never;
+    async fn handle(&mut self, Credit(n): Credit, _: &mut Context<Self>) -> Result<i64, Never> {
+        self.balance += n;
+        Ok(self.balance)
+    }
+}
+
+impl Handler<Debit> for Account {
+    type Error = Insufficient;
+    async fn handle(
+        &mut self,
+        Debit(n): Debit,
+        _: &mut Context<Self>,
+    ) -> Result<i64, Insufficient> {
+        if self.balance < n {
+            return Err(Insufficient(self.balance));
+        }
+        self.balance -= n;
+        Ok(self.balance)
+    }
+}
+
+/// A counter whose additions take `delay_ms` before they commit.
+#[derive(Actor, Default, Serialize, Deserialize)]
+#[actor(name = "test.Slow", handles(SlowAdd))]
+pub struct Slow {
+    pub value: u64,
+}
+
+#[derive(Message, Serialize, Deserialize)]
+#[message(reply = u64)]
+pub struct SlowAdd {
+    pub n: u64,
+    pub delay_ms: u64,
+}
+
+impl Handler<SlowAdd> for Slow {
+    type Error = Never;
+    async fn handle(&mut self, a: SlowAdd, _: &mut Context<Self>) -> Result<u64, Never> {
+        tokio::time::sleep(Duration::from_millis(a.delay_ms)).await;
+        self.value += a.n;
+        Ok(self.value)
+    }
 }
 
 pub async fn client(pki: &Pki, seeds: Vec<SocketAddr>) -> Client {
