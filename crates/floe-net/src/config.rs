@@ -5,6 +5,10 @@ use std::time::Duration;
 
 use floe_proto::codec::DEFAULT_MAX_FRAME;
 
+/// Default [`TransportConfig::max_snapshot_bytes`]: 4 GiB, far above the state of the actors a
+/// node holds in memory, far below what fills a disk by surprise.
+pub const DEFAULT_MAX_SNAPSHOT: u64 = 4 << 30;
+
 /// Settings of a [`crate::Transport`]. `Default` is what a node uses on loopback.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransportConfig {
@@ -22,6 +26,9 @@ pub struct TransportConfig {
     pub keep_alive: Duration,
     /// Deadline of a whole snapshot transfer.
     pub snapshot_timeout: Duration,
+    /// Largest snapshot accepted from a peer, in bytes. A larger announced size is refused
+    /// before any of the body is received, so a peer cannot fill the disk through `incoming/`.
+    pub max_snapshot_bytes: u64,
     /// Largest frame body accepted or sent.
     pub max_frame: usize,
     /// Concurrent bidirectional streams a peer may open.
@@ -45,6 +52,7 @@ impl Default for TransportConfig {
             idle_timeout: Duration::from_secs(2),
             keep_alive: Duration::from_millis(500),
             snapshot_timeout: Duration::from_secs(120),
+            max_snapshot_bytes: DEFAULT_MAX_SNAPSHOT,
             max_frame: DEFAULT_MAX_FRAME,
             max_streams: 1024,
             backoff_min: Duration::from_millis(20),
@@ -74,6 +82,9 @@ impl TransportConfig {
         }
         if self.max_frame > DEFAULT_MAX_FRAME {
             return bad("max_frame above 16 MiB is not supported by the codec");
+        }
+        if self.max_snapshot_bytes < 1024 {
+            return bad("max_snapshot_bytes must be at least 1 KiB");
         }
         if self.max_streams == 0 {
             return bad("max_streams must be at least 1");

@@ -122,6 +122,24 @@ pub enum BindError {
     },
 }
 
+/// A peer announced a snapshot larger than [`TransportConfig::max_snapshot_bytes`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("snapshot of {size} bytes exceeds the maximum of {max}")]
+pub struct SnapshotTooLarge {
+    /// The announced size.
+    pub size: u64,
+    /// The limit in force.
+    pub max: u64,
+}
+
+/// Refuse an announced snapshot size above `max`.
+pub fn check_snapshot_size(size: u64, max: u64) -> Result<(), SnapshotTooLarge> {
+    if size > max {
+        return Err(SnapshotTooLarge { size, max });
+    }
+    Ok(())
+}
+
 /// The body of an incoming snapshot: exactly `size` bytes of the stream.
 #[derive(Debug)]
 pub struct SnapshotBody {
@@ -701,6 +719,15 @@ impl Transport {
             Open::AppendStream => self.serve_append_stream(s, peer, service).await,
             Open::Snapshot(header) => {
                 let size = header.size;
+                if let Err(e) = check_snapshot_size(size, cfg.max_snapshot_bytes) {
+                    tracing::warn!(peer = %peer.role, error = %e, "refused a snapshot");
+                    let reply: Result<SnapshotResponse, WireError> =
+                        Err(WireError::new(ErrorKind::BadRequest, e.to_string()));
+                    s.send_frame(&reply).await?;
+                    let _ = s.send.finish();
+                    let _ = s.recv.stop(codes::STREAM_REFUSED);
+                    return Ok(());
+                }
                 let FrameStream {
                     mut send,
                     recv,
