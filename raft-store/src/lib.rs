@@ -26,6 +26,7 @@ pub mod types;
 
 use std::fs::File;
 use std::path::Path;
+use std::sync::Arc;
 
 pub use command::*;
 pub use error::{OpenError, StoreError};
@@ -129,12 +130,16 @@ pub fn open(
     std::fs::create_dir_all(&snapshots).map_err(dir_err)?;
     let sled_dir = dir.join("sled");
     let db = open_db(&sled_dir, config.cache_bytes)?;
+    let blobs = match config.durability {
+        Durability::Fsync => Some(Arc::new(log_store::BlobSyncer::new(&sled_dir))),
+        Durability::SledFlush => None,
+    };
     let syncer = || -> Result<log_store::Syncer, OpenError> {
         let file = match config.durability {
             Durability::Fsync => Some(File::open(sled_dir.join("db")).map_err(dir_err)?),
             Durability::SledFlush => None,
         };
-        Ok(log_store::Syncer::new(db.clone(), file))
+        Ok(log_store::Syncer::new(db.clone(), file, blobs.clone()))
     };
     let log = LogStore::new(&db, syncer()?)?;
     let limits = logic::Limits {

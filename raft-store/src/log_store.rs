@@ -3,14 +3,18 @@
 //! Vote and log live in one `sled::Db`, so sled's ordered log keeps a vote write ordered with the
 //! entries written before it. Appends return as soon as the entries are readable; their
 //! completion is reported by a flusher thread that groups every append queued while it was
-//! flushing into one `flush()` (plus one `fdatasync` of the database file under
-//! [`Durability::Fsync`]), and reports completions in order.
+//! flushing into one `flush()` (plus, under [`Durability::Fsync`], an fsync of the blob files sled
+//! wrote since the last flush and one `fdatasync` of the database file), and reports completions
+//! in order.
 
+use std::collections::HashMap;
+use std::ffi::OsString;
 use std::fmt::Debug;
-use std::fs::File;
+use std::fs::{self, File};
 use std::io;
 use std::ops::{Bound, RangeBounds};
-use std::sync::mpsc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 
 use openraft::OptionalSend;
@@ -30,8 +34,9 @@ const BATCH_FROM: usize = 32;
 /// How far a write must get before the store reports it durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Durability {
-    /// sled's `flush()` and then `fdatasync` of the database file, which also flushes the device
-    /// write cache. Survives power loss on hardware that honours flushes.
+    /// sled's `flush()`, then an fsync of the blob files it wrote for large values (and of their
+    /// directory), then `fdatasync` of the database file, which also flushes the device write
+    /// cache. Survives power loss on hardware that honours flushes.
     #[default]
     Fsync,
     /// sled's `flush()` only: on Linux this is `sync_file_range`, which survives a process crash
@@ -44,19 +49,118 @@ pub enum Durability {
 pub(crate) struct Syncer {
     db: sled::Db,
     file: Option<File>,
+    blobs: Option<Arc<BlobSyncer>>,
 }
 
 impl Syncer {
-    pub(crate) fn new(db: sled::Db, file: Option<File>) -> Self {
-        Self { db, file }
+    /// `file` (the database file) and `blobs` are given under [`Durability::Fsync`] only.
+    pub(crate) fn new(db: sled::Db, file: Option<File>, blobs: Option<Arc<BlobSyncer>>) -> Self {
+        Self { db, file, blobs }
     }
 
     pub(crate) fn sync(&self) -> Result<(), StoreError> {
         self.db.flush()?;
+        if let Some(b) = &self.blobs {
+            b.sync()?;
+        }
         if let Some(f) = &self.file {
             f.sync_data()?;
         }
         Ok(())
+    }
+
+    #[cfg(test)]
+    pub(crate) fn blobs(&self) -> Option<Arc<BlobSyncer>> {
+        self.blobs.clone()
+    }
+}
+
+/// Makes sled's blob files durable.
+///
+/// sled 0.34 writes any log item whose serialized size plus a 32-byte header exceeds
+/// `segment_size / 4 - 20` bytes (131,052 with the default 512 KiB segments) to a file of its
+/// own, `blobs/<lsn>`, with a plain `write_all`; neither the file nor the directory is ever
+/// fsynced, and the log keeps only a pointer to it. Recovery skips a pointer whose blob is
+/// missing, so after a power cut such a write could vanish from the middle of the log even though
+/// the database file was fsynced. Log entries carrying actor states of a few MiB always take
+/// this path.
+///
+/// Two ways out: split large values into chunks below the threshold, or fsync what sled wrote.
+/// Chunking cannot guarantee anything: the threshold applies to each serialized page, and a
+/// consolidated leaf holds up to 17 items, so a leaf of 10 KiB chunks is itself written as a
+/// blob; a chunk small enough for every leaf to stay inline (about 7 KiB) would turn a 4 MiB
+/// entry into some 600 keys and inserts and change the stored format of the log and of the
+/// state machine. Fsyncing covers whatever sled decides to put in `blobs/`, costs nothing when
+/// no blob was written (one directory read per flush), and leaves the formats alone. So each
+/// flush fsyncs every blob file that is new or has grown since it was last synced, then the
+/// directory if it gained entries, before the database file's `fdatasync` completes the flush.
+#[derive(Debug)]
+pub(crate) struct BlobSyncer {
+    dir: PathBuf,
+    state: Mutex<BlobState>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct BlobState {
+    /// Length of each blob file when it was last fsynced. A file seen while sled was still
+    /// writing it has grown since, and is synced again by a later flush (the one reporting the
+    /// write that created it starts after the write finished).
+    pub(crate) synced: HashMap<OsString, u64>,
+    /// Fsyncs of the directory, for tests.
+    pub(crate) dir_syncs: u64,
+}
+
+impl BlobSyncer {
+    /// For the sled database in `sled_dir`.
+    pub(crate) fn new(sled_dir: &Path) -> Self {
+        Self {
+            dir: sled_dir.join("blobs"),
+            state: Mutex::new(BlobState::default()),
+        }
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        // Held across the fsyncs: the log's flusher and the state machine may sync at once, and
+        // neither may record a file as synced before its fsync returned.
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut present = HashMap::new();
+        let mut new_names = false;
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name();
+            // Read the length before the fsync: bytes written after it are caught next time.
+            let len = match entry.metadata() {
+                Ok(m) => m.len(),
+                // Removed by sled's cleaner since the directory was read.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if st.synced.get(&name) != Some(&len) {
+                match File::open(entry.path()) {
+                    Ok(f) => f.sync_data()?,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e.into()),
+                }
+                new_names |= !st.synced.contains_key(&name);
+            }
+            present.insert(name, len);
+        }
+        if new_names {
+            File::open(&self.dir)?.sync_all()?;
+            st.dir_syncs += 1;
+        }
+        st.synced = present;
+        Ok(())
+    }
+
+    #[cfg(test)]
+    pub(crate) fn state(&self) -> std::sync::MutexGuard<'_, BlobState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -95,6 +199,8 @@ pub struct LogStore {
     meta: sled::Tree,
     tx: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
+    #[cfg(test)]
+    blobs: Option<Arc<BlobSyncer>>,
 }
 
 impl Debug for LogStore {
@@ -107,6 +213,8 @@ impl LogStore {
     pub(crate) fn new(db: &sled::Db, syncer: Syncer) -> Result<Self, StoreError> {
         let log = db.open_tree("raft.log")?;
         let meta = db.open_tree("raft.meta")?;
+        #[cfg(test)]
+        let blobs = syncer.blobs();
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("floe-log-flush".into())
@@ -116,6 +224,8 @@ impl LogStore {
             meta,
             tx: Some(tx),
             thread: Some(thread),
+            #[cfg(test)]
+            blobs,
         })
     }
 
@@ -322,5 +432,63 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .map_err(StoreError::from)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::type_config::TypeConfigExt;
+
+    use super::*;
+    use crate::command::{ActorId, Command};
+    use crate::types::EntryPayload;
+    use crate::{StoreConfig, open};
+
+    const STATE: usize = 3 << 20;
+
+    /// An entry far above sled's blob threshold is reported durable only after the blob file
+    /// holding it, at its full length, and the blobs directory were fsynced.
+    #[tokio::test]
+    async fn a_large_entry_is_fsynced_in_its_blob_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut log, _sm) = open(dir.path(), &StoreConfig::default()).expect("open");
+        let entry = Entry {
+            log_id: openraft::testing::log_id::<TypeConfig>(1, 1, 1),
+            payload: EntryPayload::Normal(Command::Commit {
+                actor: ActorId::new("T", "k"),
+                epoch: 1,
+                state: Some(vec![7u8; STATE]),
+                base: None,
+                request: None,
+                acked: 0,
+                outcome: crate::command::Outcome::Reply(vec![]),
+            }),
+        };
+        let (tx, rx) = TypeConfig::oneshot();
+        log.append([entry], IOFlushed::signal(tx))
+            .await
+            .expect("append");
+        rx.await.expect("reported").expect("durable");
+
+        let blobs_dir = dir.path().join("sled").join("blobs");
+        let large: Vec<(OsString, u64)> = fs::read_dir(&blobs_dir)
+            .expect("blobs dir")
+            .map(|e| {
+                let e = e.expect("entry");
+                (e.file_name(), e.metadata().expect("metadata").len())
+            })
+            .filter(|(_, len)| *len >= STATE as u64)
+            .collect();
+        assert!(!large.is_empty(), "sled kept the entry inline");
+        let blobs = log.blobs.as_ref().expect("fsync durability syncs blobs");
+        let st = blobs.state();
+        for (name, len) in &large {
+            assert_eq!(
+                st.synced.get(name),
+                Some(len),
+                "blob {name:?} not fsynced at its full length"
+            );
+        }
+        assert!(st.dir_syncs >= 1, "the blobs directory was not fsynced");
     }
 }

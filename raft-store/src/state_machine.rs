@@ -538,8 +538,10 @@ impl Shared {
         Ok(())
     }
 
-    /// Write a snapshot of `trees` (held for reading, so apply waits) to a new file.
-    fn build_snapshot(&self, trees: &SmTrees) -> Result<(SnapshotMeta, PathBuf), StoreError> {
+    /// Write a snapshot of `trees` (held for reading, so apply waits) to a new file, and return
+    /// it opened for reading: opened under the lock, before another build or an install can
+    /// replace and delete it.
+    fn build_snapshot(&self, trees: &SmTrees) -> Result<(SnapshotMeta, File), StoreError> {
         let _files = self
             .snapshot_files
             .lock()
@@ -570,7 +572,8 @@ impl Shared {
         // The state the snapshot covers is flushed with the pointer, so after a restart the
         // applied state is never behind the snapshot.
         self.set_current_snapshot(&mut sled::Batch::default(), &meta, &name)?;
-        Ok((meta, path))
+        let file = File::open(&path)?;
+        Ok((meta, file))
     }
 
     fn install_snapshot(
@@ -624,10 +627,34 @@ impl Shared {
         Ok(())
     }
 
-    fn current_snapshot(&self) -> Result<Option<(SnapshotMeta, PathBuf)>, StoreError> {
-        let cur: Option<(SnapshotMeta, String)> =
-            SmTrees::get(&self.global, CURRENT_SNAPSHOT, "current snapshot")?;
-        Ok(cur.map(|(m, n)| (m, self.snapshot_path(&n))))
+    fn current_snapshot(&self) -> Result<Option<(SnapshotMeta, String)>, StoreError> {
+        SmTrees::get(&self.global, CURRENT_SNAPSHOT, "current snapshot")
+    }
+
+    /// Open the current snapshot file without waiting for a build in progress.
+    ///
+    /// A file is deleted only after the pointer has moved on to its successor, so a file that
+    /// vanished between reading the pointer and opening it means the pointer has changed: read
+    /// it again. NotFound with an unchanged pointer is a real loss and is reported. Once open,
+    /// the file stays readable after a later build unlinks it.
+    async fn open_current_snapshot(&self) -> Result<Option<Snapshot>, StoreError> {
+        let mut cur = self.current_snapshot()?;
+        loop {
+            let Some((meta, name)) = cur else {
+                return Ok(None);
+            };
+            match tokio::fs::File::open(self.snapshot_path(&name)).await {
+                Ok(snapshot) => return Ok(Some(Snapshot { meta, snapshot })),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    let now = self.current_snapshot()?;
+                    if now.as_ref().map(|(_, n)| n) == Some(&name) {
+                        return Err(e.into());
+                    }
+                    cur = now;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 }
 
@@ -686,10 +713,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let trees: OwnedRwLockReadGuard<SmTrees> = self.shared.trees.clone().read_owned().await;
         let shared = self.shared.clone();
-        let (meta, path) = tokio::task::spawn_blocking(move || shared.build_snapshot(&trees))
+        let (meta, file) = tokio::task::spawn_blocking(move || shared.build_snapshot(&trees))
             .await
             .map_err(join_err)??;
-        let snapshot = tokio::fs::File::open(path).await?;
+        let snapshot = tokio::fs::File::from_std(file);
         tracing::info!(last = ?meta.last_log_id, "built snapshot");
         Ok(Snapshot { meta, snapshot })
     }
@@ -762,11 +789,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        let Some((meta, path)) = self.shared.current_snapshot()? else {
-            return Ok(None);
-        };
-        let snapshot = tokio::fs::File::open(&path).await?;
-        Ok(Some(Snapshot { meta, snapshot }))
+        Ok(self.shared.open_current_snapshot().await?)
     }
 }
 
@@ -896,6 +919,90 @@ mod tests {
         drop((log, sm, view));
         let (_log, sm) = open(dir.path(), &StoreConfig::default()).expect("reopen twice");
         assert_eq!(sm.view().nodes().await.expect("nodes").len(), 3);
+    }
+
+    /// Read a whole snapshot stream, checking every record and the trailer.
+    fn check_snapshot(file: File, meta: &SnapshotMeta) -> usize {
+        let mut r = SnapshotReader::new(BufReader::new(file)).expect("snapshot header");
+        assert_eq!(r.meta(), meta, "file and pointer disagree");
+        let mut n = 0;
+        while r.next_record().expect("snapshot record").is_some() {
+            n += 1;
+        }
+        n
+    }
+
+    /// A snapshot fetched while another is being built (which deletes the file it replaces)
+    /// always opens and reads whole.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn snapshot_fetched_during_a_build_never_vanishes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = StoreConfig {
+            durability: crate::Durability::SledFlush,
+            ..StoreConfig::default()
+        };
+        let (_log, mut sm) = open(dir.path(), &config).expect("open");
+        let entries: Vec<Entry> = (1..=50).map(|i| entry(i, register(i))).collect();
+        sm.apply_entries(&entries).await.expect("apply");
+        let mut builder = sm.get_snapshot_builder().await;
+        builder.build_snapshot().await.expect("first build");
+
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let fetchers: Vec<_> = (0..3)
+            .map(|_| {
+                let mut sm = StateMachine {
+                    shared: sm.shared.clone(),
+                };
+                let done = done.clone();
+                tokio::spawn(async move {
+                    let mut fetched = 0u64;
+                    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                        let snap = sm
+                            .get_current_snapshot()
+                            .await
+                            .expect("fetch during a build")
+                            .expect("a snapshot exists");
+                        let file = snap.snapshot.into_std().await;
+                        let meta = snap.meta;
+                        let n = tokio::task::spawn_blocking(move || check_snapshot(file, &meta))
+                            .await
+                            .expect("check");
+                        assert_eq!(n, 50);
+                        fetched += 1;
+                    }
+                    fetched
+                })
+            })
+            .collect();
+        let built = tokio::spawn(async move {
+            for _ in 0..300 {
+                let snap = builder.build_snapshot().await.expect("build");
+                let meta = snap.meta;
+                let file = snap.snapshot.into_std().await;
+                tokio::task::spawn_blocking(move || check_snapshot(file, &meta))
+                    .await
+                    .expect("check");
+            }
+        })
+        .await;
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut fetched = 0;
+        for f in fetchers {
+            fetched += f.await.expect("fetcher");
+        }
+        built.expect("builder");
+        assert!(fetched > 0);
+        sm.get_current_snapshot()
+            .await
+            .expect("fetch")
+            .expect("snapshot");
+        // Only the current snapshot file is kept.
+        assert_eq!(
+            fs::read_dir(dir.path().join("snapshots"))
+                .expect("dir")
+                .count(),
+            1
+        );
     }
 
     /// Large batches are cut so that every redo record stays small.

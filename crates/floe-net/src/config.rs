@@ -5,6 +5,10 @@ use std::time::Duration;
 
 use floe_proto::codec::DEFAULT_MAX_FRAME;
 
+/// Default [`TransportConfig::max_snapshot_bytes`]: 4 GiB, far above the state of the actors a
+/// node holds in memory, far below what fills a disk by surprise.
+pub const DEFAULT_MAX_SNAPSHOT: u64 = 4 << 30;
+
 /// Settings of a [`crate::Transport`]. `Default` is what a node uses on loopback.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransportConfig {
@@ -22,10 +26,27 @@ pub struct TransportConfig {
     pub keep_alive: Duration,
     /// Deadline of a whole snapshot transfer.
     pub snapshot_timeout: Duration,
+    /// Largest snapshot accepted from a peer, in bytes. A larger announced size is refused
+    /// before any of the body is received, so a peer cannot fill the disk through `incoming/`.
+    pub max_snapshot_bytes: u64,
     /// Largest frame body accepted or sent.
     pub max_frame: usize,
     /// Concurrent bidirectional streams a peer may open.
     pub max_streams: u32,
+    /// Bytes of frame bodies one connection may have being received and decoded at once. A frame
+    /// reserves its announced length before its body is read; frames that find the budget spent
+    /// wait (within their deadline), so a peer announcing many large frames holds at most this
+    /// much. At least `max_frame`, or a maximal frame could never be read.
+    pub conn_buffer_bytes: usize,
+    /// The same budget over all connections of this endpoint together; at least
+    /// `conn_buffer_bytes`.
+    pub node_buffer_bytes: usize,
+    /// QUIC flow control: bytes a peer may send on one stream beyond what was read.
+    pub stream_receive_window: u32,
+    /// QUIC flow control: bytes a peer may send on a connection beyond what was read, all streams
+    /// together. With the budgets above, it bounds what one connection can make this endpoint
+    /// hold: `conn_buffer_bytes + conn_receive_window`.
+    pub conn_receive_window: u32,
     /// First wait after a failed connection attempt; doubles per failure.
     pub backoff_min: Duration,
     /// Longest wait between connection attempts.
@@ -45,8 +66,15 @@ impl Default for TransportConfig {
             idle_timeout: Duration::from_secs(2),
             keep_alive: Duration::from_millis(500),
             snapshot_timeout: Duration::from_secs(120),
+            max_snapshot_bytes: DEFAULT_MAX_SNAPSHOT,
             max_frame: DEFAULT_MAX_FRAME,
             max_streams: 1024,
+            conn_buffer_bytes: 4 * DEFAULT_MAX_FRAME,
+            node_buffer_bytes: 32 * DEFAULT_MAX_FRAME,
+            // 1 MiB per stream keeps a snapshot stream at 100 MB/s over a 10 ms path; the
+            // connection window lets a dozen streams run at that pace.
+            stream_receive_window: 1 << 20,
+            conn_receive_window: 16 << 20,
             backoff_min: Duration::from_millis(20),
             backoff_max: Duration::from_secs(1),
             max_protocol_errors: 8,
@@ -75,12 +103,54 @@ impl TransportConfig {
         if self.max_frame > DEFAULT_MAX_FRAME {
             return bad("max_frame above 16 MiB is not supported by the codec");
         }
+        if self.max_snapshot_bytes < 1024 {
+            return bad("max_snapshot_bytes must be at least 1 KiB");
+        }
         if self.max_streams == 0 {
             return bad("max_streams must be at least 1");
+        }
+        if self.conn_buffer_bytes < self.max_frame {
+            return bad("conn_buffer_bytes must be at least max_frame");
+        }
+        if self.node_buffer_bytes < self.conn_buffer_bytes {
+            return bad("node_buffer_bytes must be at least conn_buffer_bytes");
+        }
+        if self.stream_receive_window < 1024
+            || self.conn_receive_window < self.stream_receive_window
+        {
+            return bad(
+                "stream_receive_window must be at least 1 KiB and conn_receive_window at least stream_receive_window",
+            );
         }
         if self.backoff_min.is_zero() || self.backoff_min > self.backoff_max {
             return bad("backoff_min must be positive and at most backoff_max");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffer_budgets_must_fit_a_maximal_frame() {
+        let ok = TransportConfig::default();
+        assert_eq!(ok.validate(), Ok(()));
+        let small_conn = TransportConfig {
+            conn_buffer_bytes: ok.max_frame - 1,
+            ..ok.clone()
+        };
+        assert!(small_conn.validate().is_err());
+        let small_node = TransportConfig {
+            node_buffer_bytes: ok.conn_buffer_bytes - 1,
+            ..ok.clone()
+        };
+        assert!(small_node.validate().is_err());
+        let windows = TransportConfig {
+            conn_receive_window: ok.stream_receive_window - 1,
+            ..ok
+        };
+        assert!(windows.validate().is_err());
     }
 }

@@ -376,10 +376,38 @@ fn not_leader(f: &openraft::error::ForwardToLeader<TypeConfig>) -> WireError {
     WireError::new(ErrorKind::NotLeader { leader }, "not the leader")
 }
 
+/// Prefix and suffix of the files snapshots are received into.
+const INCOMING_PREFIX: &str = "incoming-";
+const INCOMING_SUFFIX: &str = ".snap";
+
+/// Removes a snapshot file being received however the reception ends: installed (the state
+/// machine keeps its own copy), failed, or dropped at the transfer deadline.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 impl RaftService {
-    /// Serve `raft`; incoming snapshots are received into files in `incoming` (created).
+    /// Serve `raft`; incoming snapshots are received into files in `incoming` (created). Files
+    /// left there by a process that died while receiving are deleted.
     pub fn new(raft: Raft, incoming: PathBuf) -> std::io::Result<Self> {
         std::fs::create_dir_all(&incoming)?;
+        for entry in std::fs::read_dir(&incoming)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let ours = name
+                .to_str()
+                .is_some_and(|n| n.starts_with(INCOMING_PREFIX) && n.ends_with(INCOMING_SUFFIX));
+            if ours {
+                match std::fs::remove_file(entry.path()) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                    _ => tracing::info!(file = ?name, "deleted a partly received snapshot"),
+                }
+            }
+        }
         Ok(Self { raft, incoming })
     }
 
@@ -452,11 +480,12 @@ impl RaftService {
     ) -> Result<SnapshotResponse, WireError> {
         static SEQ: AtomicU64 = AtomicU64::new(0);
         let path = self.incoming.join(format!(
-            "incoming-{}-{}.snap",
+            "{INCOMING_PREFIX}{}-{}{INCOMING_SUFFIX}",
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         ));
-        let result = async {
+        let _remove = RemoveOnDrop(path.clone());
+        async {
             // Read back by the state machine: open for reading too.
             let mut file = tokio::fs::OpenOptions::new()
                 .read(true)
@@ -481,10 +510,7 @@ impl RaftService {
                 .await
                 .map_err(internal)
         }
-        .await;
-        // The state machine keeps its own copy.
-        let _ = tokio::fs::remove_file(&path).await;
-        result
+        .await
     }
 }
 

@@ -20,6 +20,7 @@ use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{AsyncUdpSocket, Connection, ConnectionError, Runtime, VarInt};
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::io::AsyncWriteExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{ConfigError, TransportConfig};
 use crate::tls::{Role, TlsError, TlsMaterial, client_config, role_of, server_config};
@@ -122,6 +123,24 @@ pub enum BindError {
     },
 }
 
+/// A peer announced a snapshot larger than [`TransportConfig::max_snapshot_bytes`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("snapshot of {size} bytes exceeds the maximum of {max}")]
+pub struct SnapshotTooLarge {
+    /// The announced size.
+    pub size: u64,
+    /// The limit in force.
+    pub max: u64,
+}
+
+/// Refuse an announced snapshot size above `max`.
+pub fn check_snapshot_size(size: u64, max: u64) -> Result<(), SnapshotTooLarge> {
+    if size > max {
+        return Err(SnapshotTooLarge { size, max });
+    }
+    Ok(())
+}
+
 /// The body of an incoming snapshot: exactly `size` bytes of the stream.
 #[derive(Debug)]
 pub struct SnapshotBody {
@@ -198,6 +217,43 @@ pub trait Service: Send + Sync + 'static {
     }
 }
 
+/// Bytes of frame bodies being received, per connection and per endpoint: a frame reserves its
+/// announced length from both before its body is read, and releases it once decoded.
+///
+/// Reserving the whole frame at once (rather than as its bytes arrive) means a frame that holds
+/// a reservation can always complete, so frames never deadlock waiting on each other's partial
+/// reservations; the body buffer itself still grows only with the bytes that arrived.
+#[derive(Debug, Clone)]
+pub(crate) struct Budget {
+    conn: Arc<Semaphore>,
+    node: Arc<Semaphore>,
+}
+
+impl Budget {
+    fn new(conn_bytes: usize, node: &Arc<Semaphore>) -> Self {
+        Self {
+            conn: Arc::new(Semaphore::new(conn_bytes)),
+            node: node.clone(),
+        }
+    }
+
+    /// Reserve `bytes` (at most `max_frame`, which config validation keeps within both budgets),
+    /// waiting until enough is released. Connection first, then endpoint, always in that order.
+    async fn reserve(&self, bytes: usize) -> Result<[OwnedSemaphorePermit; 2], RpcError> {
+        let n = u32::try_from(bytes).map_err(|_| FrameError::TooLarge {
+            len: bytes,
+            max: u32::MAX as usize,
+        })?;
+        let conn = self.conn.clone().acquire_many_owned(n).await;
+        let node = self.node.clone().acquire_many_owned(n).await;
+        // The semaphores are never closed.
+        match (conn, node) {
+            (Ok(c), Ok(n)) => Ok([c, n]),
+            _ => Err(RpcError::Shutdown),
+        }
+    }
+}
+
 /// A bidirectional stream carrying frames.
 #[derive(Debug)]
 pub struct FrameStream {
@@ -206,6 +262,7 @@ pub struct FrameStream {
     /// Receiving half.
     pub recv: quinn::RecvStream,
     max_frame: usize,
+    budget: Budget,
 }
 
 impl FrameStream {
@@ -216,7 +273,7 @@ impl FrameStream {
 
     /// Receive one frame; `None` if the peer finished the stream at a frame boundary.
     pub async fn recv_frame<T: DeserializeOwned>(&mut self) -> Result<Option<T>, RpcError> {
-        read_frame(&mut self.recv, self.max_frame).await
+        read_frame(&mut self.recv, self.max_frame, &self.budget).await
     }
 
     /// Split into halves.
@@ -229,6 +286,7 @@ impl FrameStream {
             FrameReceiver {
                 recv: self.recv,
                 max_frame: self.max_frame,
+                budget: self.budget,
             },
         )
     }
@@ -255,12 +313,13 @@ pub struct FrameReceiver {
     /// The QUIC stream.
     pub recv: quinn::RecvStream,
     max_frame: usize,
+    budget: Budget,
 }
 
 impl FrameReceiver {
     /// Receive one frame; `None` at a clean end of stream.
     pub async fn recv_frame<T: DeserializeOwned>(&mut self) -> Result<Option<T>, RpcError> {
-        read_frame(&mut self.recv, self.max_frame).await
+        read_frame(&mut self.recv, self.max_frame, &self.budget).await
     }
 }
 
@@ -278,11 +337,12 @@ pub async fn write_frame<T: Serialize>(
     send.write_all(&frame).await.map_err(lost)
 }
 
-/// Read one frame, checking its announced length before allocating. `None` if the stream ended
-/// cleanly before a new frame.
-pub async fn read_frame<T: DeserializeOwned>(
+/// Read one frame: check its announced length against `max`, reserve it from `budget`, then read
+/// the body as it arrives. `None` if the stream ended cleanly before a new frame.
+async fn read_frame<T: DeserializeOwned>(
     recv: &mut quinn::RecvStream,
     max: usize,
+    budget: &Budget,
 ) -> Result<Option<T>, RpcError> {
     let mut prefix = [0u8; LEN_BYTES];
     match recv.read_exact(&mut prefix).await {
@@ -294,12 +354,33 @@ pub async fn read_frame<T: DeserializeOwned>(
         Err(quinn::ReadExactError::ReadError(e)) => return Err(lost(e)),
     }
     let len = check_len(prefix, max)?;
-    let mut body = vec![0u8; len];
-    match recv.read_exact(&mut body).await {
-        Ok(()) => Ok(Some(decode_body(&body)?)),
-        Err(quinn::ReadExactError::FinishedEarly(_)) => Err(FrameError::Truncated("body").into()),
-        Err(quinn::ReadExactError::ReadError(e)) => Err(lost(e)),
+    let _reserved = budget.reserve(len).await?;
+    let body = read_body(recv, len).await?;
+    Ok(Some(decode_body(&body)?))
+}
+
+/// First allocation for a frame body; larger bodies grow as their bytes arrive.
+const FIRST_BODY_ALLOC: usize = 64 << 10;
+
+/// Read exactly `len` bytes. The buffer doubles as data arrives, never beyond `len`, so a peer
+/// that announces a large frame and sends little of it costs little memory.
+async fn read_body(recv: &mut quinn::RecvStream, len: usize) -> Result<Vec<u8>, RpcError> {
+    let mut body = Vec::with_capacity(len.min(FIRST_BODY_ALLOC));
+    while body.len() < len {
+        match recv.read_chunk(len - body.len(), true).await {
+            Ok(Some(chunk)) => {
+                let need = body.len() + chunk.bytes.len();
+                if need > body.capacity() {
+                    let grown = (body.capacity() * 2).clamp(need, len);
+                    body.reserve_exact(grown - body.len());
+                }
+                body.extend_from_slice(&chunk.bytes);
+            }
+            Ok(None) => return Err(FrameError::Truncated("body").into()),
+            Err(e) => return Err(lost(e)),
+        }
     }
+    Ok(body)
 }
 
 #[derive(Debug, Default)]
@@ -311,12 +392,21 @@ struct Backoff {
 
 type PoolKey = (SocketAddr, String);
 
+/// A pooled outgoing connection and the budget of the frames received on it.
+#[derive(Debug, Clone)]
+struct Pooled {
+    conn: Connection,
+    budget: Budget,
+}
+
 #[derive(Debug)]
 struct Inner {
     endpoint: quinn::Endpoint,
     config: TransportConfig,
     role: Role,
-    conns: Mutex<HashMap<PoolKey, Connection>>,
+    conns: Mutex<HashMap<PoolKey, Pooled>>,
+    /// [`TransportConfig::node_buffer_bytes`], shared by every connection's [`Budget`].
+    node_budget: Arc<Semaphore>,
     slots: Mutex<HashMap<PoolKey, Arc<tokio::sync::Mutex<Backoff>>>>,
     shutdown: tokio::sync::watch::Sender<bool>,
 }
@@ -334,6 +424,10 @@ fn quic_transport(config: &TransportConfig) -> Arc<quinn::TransportConfig> {
     t.keep_alive_interval(Some(config.keep_alive));
     t.max_concurrent_bidi_streams(VarInt::from_u32(config.max_streams));
     t.max_concurrent_uni_streams(VarInt::from_u32(0));
+    // Without these quinn lets a peer queue 1.25 MB per stream with no connection-wide limit:
+    // over a gigabyte per connection at 1,024 streams, before any frame budget applies.
+    t.stream_receive_window(VarInt::from_u32(config.stream_receive_window));
+    t.receive_window(VarInt::from_u32(config.conn_receive_window));
     Arc::new(t)
 }
 
@@ -390,9 +484,11 @@ impl Transport {
         client.transport_config(transport);
         endpoint.set_default_client_config(client);
         let (shutdown, _) = tokio::sync::watch::channel(false);
+        let node_budget = Arc::new(Semaphore::new(config.node_buffer_bytes));
         Ok(Self {
             inner: Arc::new(Inner {
                 endpoint,
+                node_budget,
                 config,
                 role: tls.role.clone(),
                 conns: Mutex::new(HashMap::new()),
@@ -421,14 +517,18 @@ impl Transport {
         *self.inner.shutdown.borrow()
     }
 
-    fn cached(&self, key: &PoolKey) -> Option<Connection> {
+    fn cached(&self, key: &PoolKey) -> Option<Pooled> {
         lock(&self.inner.conns)
             .get(key)
-            .filter(|c| c.close_reason().is_none())
+            .filter(|p| p.conn.close_reason().is_none())
             .cloned()
     }
 
-    async fn connection(&self, target: &Target) -> Result<Connection, RpcError> {
+    fn budget(&self) -> Budget {
+        Budget::new(self.inner.config.conn_buffer_bytes, &self.inner.node_budget)
+    }
+
+    async fn connection(&self, target: &Target) -> Result<Pooled, RpcError> {
         if self.is_shut_down() {
             return Err(RpcError::Shutdown);
         }
@@ -455,11 +555,14 @@ impl Transport {
                 .unwrap_or_default();
             return Err(RpcError::Unreachable(format!("backing off ({last})")));
         }
-        let res = self.connect(target).await;
+        let res = self.connect(target).await.map(|conn| Pooled {
+            conn,
+            budget: self.budget(),
+        });
         match &res {
-            Ok(conn) => {
+            Ok(pooled) => {
                 *st = Backoff::default();
-                lock(&self.inner.conns).insert(key, conn.clone());
+                lock(&self.inner.conns).insert(key, pooled.clone());
             }
             Err(e) => {
                 let cfg = &self.inner.config;
@@ -495,7 +598,7 @@ impl Transport {
 
     /// Open a stream to `target` and send `open` as its first frame.
     pub async fn open_stream(&self, target: &Target, open: &Open) -> Result<FrameStream, RpcError> {
-        let conn = self.connection(target).await?;
+        let Pooled { conn, budget } = self.connection(target).await?;
         let (send, recv) = match conn.open_bi().await {
             Ok(s) => s,
             Err(e) => {
@@ -507,6 +610,7 @@ impl Transport {
             send,
             recv,
             max_frame: self.inner.config.max_frame,
+            budget,
         };
         s.send_frame(open).await?;
         Ok(s)
@@ -517,7 +621,7 @@ impl Transport {
         let mut conns = lock(&self.inner.conns);
         if conns
             .get(&key)
-            .is_some_and(|c| c.stable_id() == conn.stable_id())
+            .is_some_and(|p| p.conn.stable_id() == conn.stable_id())
         {
             conns.remove(&key);
         }
@@ -606,6 +710,7 @@ impl Transport {
         let peer = Peer { role, addr: remote };
         tracing::debug!(peer = %peer.role, addr = %remote, "accepted connection");
         let errors = Arc::new(AtomicU32::new(0));
+        let budget = self.budget();
         let mut shutdown = self.inner.shutdown.subscribe();
         loop {
             let stream = tokio::select! {
@@ -624,11 +729,13 @@ impl Transport {
             let peer = peer.clone();
             let errors = errors.clone();
             let conn = conn.clone();
+            let budget = budget.clone();
             tokio::spawn(async move {
                 let s = FrameStream {
                     send,
                     recv,
                     max_frame: this.inner.config.max_frame,
+                    budget,
                 };
                 if let Err(e) = this.serve_stream(s, &peer, &*service).await {
                     tracing::debug!(peer = %peer.role, error = %e, "stream failed");
@@ -701,10 +808,20 @@ impl Transport {
             Open::AppendStream => self.serve_append_stream(s, peer, service).await,
             Open::Snapshot(header) => {
                 let size = header.size;
+                if let Err(e) = check_snapshot_size(size, cfg.max_snapshot_bytes) {
+                    tracing::warn!(peer = %peer.role, error = %e, "refused a snapshot");
+                    let reply: Result<SnapshotResponse, WireError> =
+                        Err(WireError::new(ErrorKind::BadRequest, e.to_string()));
+                    s.send_frame(&reply).await?;
+                    let _ = s.send.finish();
+                    let _ = s.recv.stop(codes::STREAM_REFUSED);
+                    return Ok(());
+                }
                 let FrameStream {
                     mut send,
                     recv,
                     max_frame,
+                    budget: _,
                 } = s;
                 let body = SnapshotBody {
                     recv,

@@ -95,13 +95,24 @@ impl TestNode {
 
 /// Start node `id` on `addr` (port 0 for a fresh one) with its data in `dir`.
 pub async fn start_node(pki: &Pki, id: NodeId, dir: &Path, addr: SocketAddr) -> TestNode {
+    start_node_with(pki, id, dir, addr, TransportConfig::default()).await
+}
+
+/// [`start_node`] with transport settings `base` (its `listen` is replaced by `addr`).
+pub async fn start_node_with(
+    pki: &Pki,
+    id: NodeId,
+    dir: &Path,
+    addr: SocketAddr,
+    base: TransportConfig,
+) -> TestNode {
     let tls = pki.node(id);
     // A restarted node rebinds its old port, which the previous endpoint may hold briefly.
     let deadline = Instant::now() + Duration::from_secs(10);
     let transport = loop {
         let config = TransportConfig {
             listen: addr,
-            ..TransportConfig::default()
+            ..base.clone()
         };
         match Transport::bind(config, &tls) {
             Ok(t) => break t,
