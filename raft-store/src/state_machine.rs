@@ -209,12 +209,7 @@ impl<'a> Overlay<'a> {
     }
 
     /// The keys and values of tree `tag` in `[start, end)` as this batch sees them, in order.
-    fn scan(
-        &self,
-        tag: u8,
-        start: &[u8],
-        end: &[u8],
-    ) -> Result<Vec<KeyValue>, StoreError> {
+    fn scan(&self, tag: u8, start: &[u8], end: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
         let mut out: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
         for kv in self.trees.tree(tag)?.range(start..end) {
             let (k, v) = kv?;

@@ -723,7 +723,14 @@ impl Runtime {
             if Instant::now() >= call.deadline {
                 return Err(CallFailure::Timeout);
             }
-            let outcome = match self.activation(&call.actor, call.deadline).await {
+            let hosted = self.registry.contains_key(call.actor.kind.as_str());
+            let here = if !hosted && self.link.is_some() {
+                // This node does not host the type: find (or make) its owner elsewhere.
+                Err(CallFailure::NotOwner(Some(self.locate(&call.actor).await?)))
+            } else {
+                self.activation(&call.actor, call.deadline).await
+            };
+            let outcome = match here {
                 Ok((act, made)) => {
                     act.admit(call.deadline).await?;
                     let task = tokio::spawn(act.run(self.clone(), call.clone(), made));
@@ -825,6 +832,48 @@ impl Runtime {
             Err(e) => Err(Some(CallFailure::Unavailable(format!(
                 "forwarding to node {owner}: {e}"
             )))),
+        }
+    }
+
+    /// The node that owns `id`, placing it on a node that hosts its type if it has no owner.
+    /// For actor types this node does not host.
+    async fn locate(&self, id: &ActorId) -> Result<NodeId, CallFailure> {
+        let unavailable = |e: &dyn std::fmt::Display| CallFailure::Unavailable(e.to_string());
+        if let Some(p) = self.view.owner(id).await.map_err(|e| unavailable(&e))? {
+            return Ok(p.node);
+        }
+        let nodes = self.view.nodes().await.map_err(|e| unavailable(&e))?;
+        let hosts: Vec<raft_store::NodeRecord> = nodes
+            .into_iter()
+            .filter(|n| n.actor_types.contains(&id.kind))
+            .collect();
+        let live: Vec<raft_store::NodeRecord> = hosts.iter().filter(|n| n.alive).cloned().collect();
+        let preferred = match &self.link {
+            Some(link) => link.placement.choose(id, self.node, &live),
+            None => None,
+        };
+        let Some(preferred) = preferred else {
+            return Err(if hosts.is_empty() {
+                CallFailure::BadRequest(format!("no node hosts actor type {}", id.kind))
+            } else {
+                CallFailure::Unavailable(format!("no live node hosts actor type {} now", id.kind))
+            });
+        };
+        let cmd = Command::Activate {
+            actor: id.clone(),
+            preferred,
+        };
+        match self.proposer.propose(cmd).await {
+            Ok(CommandResult::Activate(ActivateResult::Placed { placement, .. })) => {
+                Ok(placement.node)
+            }
+            Ok(CommandResult::Activate(ActivateResult::NodeUnavailable { node })) => Err(
+                CallFailure::Unavailable(format!("node {node} is not alive in the directory")),
+            ),
+            Ok(other) => Err(CallFailure::Unavailable(format!(
+                "unexpected activation result {other:?}"
+            ))),
+            Err(e) => Err(unavailable(&e)),
         }
     }
 

@@ -171,6 +171,31 @@ pub async fn start_with(
         .unwrap_or_else(|e| panic!("node {id} starts: {e}"))
 }
 
+/// Start node `id` hosting only the actor types `register` adds.
+pub async fn start_hosting(
+    pki: &Pki,
+    root: &Path,
+    id: u64,
+    seeds: &[SocketAddr],
+    register: fn(floe::NodeBuilder) -> floe::NodeBuilder,
+) -> Node {
+    let mut cfg = ClusterConfig::new(loopback(), pki.node(id));
+    if seeds.is_empty() {
+        cfg.bootstrap = vec![(id, String::new())];
+    }
+    cfg.join = seeds.to_vec();
+    cfg.join_as_voter = true;
+    register(
+        Node::builder()
+            .id(id)
+            .data_dir(root.join(format!("n{id}")))
+            .cluster(cfg),
+    )
+    .build()
+    .await
+    .unwrap_or_else(|e| panic!("node {id} starts: {e}"))
+}
+
 pub fn addr(n: &Node) -> SocketAddr {
     n.addr()
         .expect("cluster node")
