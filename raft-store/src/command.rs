@@ -76,10 +76,11 @@ impl fmt::Display for RequestId {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     /// The handler's serialized reply.
-    Reply(Vec<u8>),
+    Reply(#[serde(with = "serde_bytes")] Vec<u8>),
     /// The handler's serialized error (the state was not changed).
     Rejected {
         /// The serialized error.
+        #[serde(with = "serde_bytes")]
         error: Vec<u8>,
         /// Its display text.
         display: String,
@@ -121,6 +122,7 @@ pub struct ActorState {
     /// Incremented by every committed write; 0 means never written.
     pub version: u64,
     /// The actor's serialized state.
+    #[serde(with = "serde_bytes")]
     pub state: Vec<u8>,
 }
 
@@ -161,6 +163,7 @@ pub enum Command {
         epoch: u64,
         /// The full new state, or `None` to record `outcome` only (a retried call whose answer
         /// changed nothing must still be fixed in the log: its first attempt may be in flight).
+        #[serde(with = "serde_bytes")]
         state: Option<Vec<u8>>,
         /// The version of the state the writer computed from: the write is refused with
         /// [`CommitResult::Conflict`] unless the actor is still at this version. `None` skips the
@@ -197,6 +200,41 @@ pub enum Command {
     },
     /// Several commands in one log entry (group commit); one result per command.
     Batch(Vec<Command>),
+}
+
+impl Outcome {
+    /// Bytes of the serialized reply or error it holds.
+    pub fn payload_bytes(&self) -> usize {
+        match self {
+            Outcome::Reply(r) => r.len(),
+            Outcome::Rejected { error, display } => error.len() + display.len(),
+        }
+    }
+}
+
+impl Command {
+    /// An upper estimate of the command's encoded size: its variable-length fields plus a fixed
+    /// allowance per command for the rest. Batches and replication payloads are bounded by it.
+    pub fn payload_bytes(&self) -> usize {
+        const FIXED: usize = 64;
+        let id = |a: &ActorId| a.kind.len() + a.key.len();
+        FIXED
+            + match self {
+                Command::RegisterNode {
+                    addr, actor_types, ..
+                } => addr.len() + actor_types.iter().map(|t| t.len() + 8).sum::<usize>(),
+                Command::NodeDown { .. } | Command::ExpireSessions { .. } => 0,
+                Command::Activate { actor, .. } | Command::Release { actor, .. } => id(actor),
+                Command::Commit {
+                    actor,
+                    state,
+                    outcome,
+                    ..
+                } => id(actor) + state.as_ref().map_or(0, Vec::len) + outcome.payload_bytes(),
+                Command::OpenSession { owner } => owner.len(),
+                Command::Batch(cmds) => cmds.iter().map(Command::payload_bytes).sum(),
+            }
+    }
 }
 
 impl fmt::Display for Command {

@@ -82,6 +82,7 @@ pub struct StoredActor {
     /// Incremented by every committed write.
     pub version: u64,
     /// The serialized state.
+    #[serde(with = "serde_bytes")]
     pub state: Vec<u8>,
 }
 

@@ -125,7 +125,7 @@ impl SmTrees {
 
     /// Write what `redo` records: each change, then the applied log id and membership.
     fn write_redo(&self, redo: &Redo) -> Result<(), StoreError> {
-        for (tag, key, value) in &redo.changes {
+        for Change { tag, key, value } in &redo.changes {
             let tree = self.tree(*tag)?;
             match value {
                 Some(v) => tree.insert(key.as_slice(), v.as_slice())?,
@@ -167,7 +167,14 @@ type KeyValue = (Vec<u8>, Vec<u8>);
 
 /// One changed key of an apply batch: the tree's tag, the key, and the new value (`None`:
 /// removed).
-type Change = (u8, Vec<u8>, Option<Vec<u8>>);
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Change {
+    tag: u8,
+    #[serde(with = "serde_bytes")]
+    key: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    value: Option<Vec<u8>>,
+}
 
 /// What one persisted apply batch changed; stored under [`REDO`] before the changes themselves.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -246,7 +253,7 @@ impl<'a> Overlay<'a> {
     ) -> Result<(), StoreError> {
         let changes: Vec<Change> = std::mem::take(&mut self.changes)
             .into_iter()
-            .map(|((tag, key), value)| (tag, key, value))
+            .map(|((tag, key), value)| Change { tag, key, value })
             .collect();
         self.bytes = 0;
         let redo = Redo {
@@ -886,7 +893,7 @@ mod tests {
                 changes: overlay
                     .changes
                     .into_iter()
-                    .map(|((t, k), v)| (t, k, v))
+                    .map(|((tag, key), value)| Change { tag, key, value })
                     .collect(),
             };
             assert!(!redo.changes.is_empty());

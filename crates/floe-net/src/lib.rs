@@ -10,5 +10,6 @@ pub mod tls;
 mod transport;
 
 pub use config::{ConfigError, TransportConfig};
+pub use raft::{APPEND_CHUNK_BYTES, MAX_ENTRY_BYTES};
 pub use tls::{Role, TlsMaterial};
 pub use transport::*;

@@ -35,6 +35,65 @@ type RpcErr = RPCError<TypeConfig>;
 /// Longest wait for the next reply on an append stream while appends are outstanding.
 const STREAM_REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Most entry payload bytes sent in one AppendEntries frame: half the frame limit, so that the
+/// estimate of [`entry_bytes`] has room to spare. openraft sizes its requests by entry count;
+/// larger ones are split here.
+pub const APPEND_CHUNK_BYTES: usize = floe_proto::codec::DEFAULT_MAX_FRAME / 2;
+
+/// Largest payload one Raft entry may carry (what a node proposes in one entry must stay below
+/// it): such an entry alone always fits in an AppendEntries frame.
+pub const MAX_ENTRY_BYTES: usize = APPEND_CHUNK_BYTES - (64 << 10);
+
+/// An upper estimate of the encoded size of `entry`.
+fn entry_bytes(entry: &raft_store::types::Entry) -> usize {
+    use raft_store::types::EntryPayload;
+    64 + match &entry.payload {
+        EntryPayload::Blank => 0,
+        EntryPayload::Normal(cmd) => cmd.payload_bytes(),
+        // A membership config lists every node with its address.
+        EntryPayload::Membership(m) => 256 * (m.nodes().count() + 1),
+    }
+}
+
+/// Split `req` into consecutive requests of at most [`APPEND_CHUNK_BYTES`] of entries each (at
+/// least one entry each): any entry that was accepted into the log can then be replicated,
+/// whatever openraft put in one request. Each part is a valid AppendEntries on its own: it
+/// starts where the previous part ended, and a follower commits at most what it has.
+fn split_append(mut req: AppendEntriesRequest) -> Vec<AppendEntriesRequest> {
+    let total: usize = req.entries.iter().map(entry_bytes).sum();
+    if total <= APPEND_CHUNK_BYTES {
+        return vec![req];
+    }
+    let entries = std::mem::take(&mut req.entries);
+    let mut parts = Vec::new();
+    let mut prev = req.prev_log_id;
+    let mut chunk = Vec::new();
+    let mut bytes = 0;
+    for e in entries {
+        let b = entry_bytes(&e);
+        if !chunk.is_empty() && bytes + b > APPEND_CHUNK_BYTES {
+            let last = chunk.last().map(|e: &raft_store::types::Entry| e.log_id);
+            parts.push(AppendEntriesRequest {
+                vote: req.vote,
+                prev_log_id: prev,
+                entries: std::mem::take(&mut chunk),
+                leader_commit: req.leader_commit,
+            });
+            prev = last;
+            bytes = 0;
+        }
+        bytes += b;
+        chunk.push(e);
+    }
+    parts.push(AppendEntriesRequest {
+        vote: req.vote,
+        prev_log_id: prev,
+        entries: chunk,
+        leader_commit: req.leader_commit,
+    });
+    parts
+}
+
 /// Creates [`RaftPeer`]s for openraft; one per node of this process.
 #[derive(Debug, Clone)]
 pub struct QuicRaftNetwork {
@@ -180,14 +239,23 @@ impl RaftNetworkV2<TypeConfig> for RaftPeer {
         rpc: AppendEntriesRequest,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse, RpcErr> {
+        // Too large for one frame: send the first part; the follower's success then covers only
+        // that part, which openraft is told as a partial success.
+        let mut parts = split_append(rpc);
+        let whole = parts.len() == 1;
+        let part = parts.swap_remove(0);
+        let last = part.entries.last().map(|e| e.log_id).or(part.prev_log_id);
         match self
             .call(
-                Request::AppendEntries(rpc),
+                Request::AppendEntries(part),
                 RPCTypes::AppendEntries,
                 option.soft_ttl(),
             )
             .await?
         {
+            Reply::AppendEntries(AppendEntriesResponse::Success) if !whole => {
+                Ok(AppendEntriesResponse::PartialSuccess(last))
+            }
             Reply::AppendEntries(r) => Ok(r),
             other => Err(self.unexpected(other)),
         }
@@ -233,9 +301,13 @@ impl RaftNetworkV2<TypeConfig> for RaftPeer {
                 tokio::spawn(async move {
                     let mut input = stream::iter(Some(first)).chain(input);
                     while let Some(req) = input.next().await {
-                        sent.fetch_add(1, Ordering::SeqCst);
-                        if tx.send_frame(&req).await.is_err() {
-                            return;
+                        // Each part is answered with the log id it matched: openraft takes
+                        // every answer as progress, so the parts need no regrouping.
+                        for part in split_append(req) {
+                            sent.fetch_add(1, Ordering::SeqCst);
+                            if tx.send_frame(&part).await.is_err() {
+                                return;
+                            }
                         }
                     }
                     let _ = tx.send.finish();
@@ -543,5 +615,57 @@ impl Service for RaftService {
         body: SnapshotBody,
     ) -> Result<SnapshotResponse, WireError> {
         self.receive_snapshot(header, body).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft_store::types::{Entry, EntryPayload};
+    use raft_store::{ActorId, Command, Outcome};
+
+    fn entry(index: u64, bytes: usize) -> Entry {
+        Entry {
+            log_id: openraft::testing::log_id::<TypeConfig>(1, 1, index),
+            payload: EntryPayload::Normal(Command::Commit {
+                actor: ActorId::new("T", "k"),
+                epoch: 1,
+                state: Some(vec![1; bytes]),
+                base: None,
+                request: None,
+                acked: 0,
+                outcome: Outcome::Reply(vec![]),
+            }),
+        }
+    }
+
+    #[test]
+    fn large_appends_are_split_into_frames_that_fit() {
+        let big = MAX_ENTRY_BYTES - 1024;
+        let req = AppendEntriesRequest {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: Some(openraft::testing::log_id::<TypeConfig>(1, 1, 9)),
+            entries: (10..16).map(|i| entry(i, big)).collect(),
+            leader_commit: Some(openraft::testing::log_id::<TypeConfig>(1, 1, 12)),
+        };
+        let parts = split_append(req.clone());
+        assert_eq!(parts.len(), 6, "one near-limit entry per part");
+        let mut prev = req.prev_log_id;
+        for p in &parts {
+            assert_eq!(p.prev_log_id, prev, "parts are consecutive");
+            assert_eq!(p.leader_commit, req.leader_commit);
+            let frame = floe_proto::codec::encode_frame(
+                &floe_proto::Request::AppendEntries(p.clone()),
+                floe_proto::codec::DEFAULT_MAX_FRAME,
+            );
+            assert!(frame.is_ok(), "part does not fit a frame: {frame:?}");
+            prev = p.entries.last().map(|e| e.log_id);
+        }
+        // Small entries stay in one request.
+        let small = AppendEntriesRequest {
+            entries: (10..300).map(|i| entry(i, 100)).collect(),
+            ..req
+        };
+        assert_eq!(split_append(small).len(), 1);
     }
 }

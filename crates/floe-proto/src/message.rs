@@ -209,6 +209,7 @@ pub struct CallRequest {
     /// The stable type name of the message.
     pub message: String,
     /// The serialized message.
+    #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
     /// Identifies the call across retries.
     pub request: RequestId,
@@ -250,6 +251,7 @@ pub enum Reply {
     /// (callers cache it and go there directly).
     Call {
         /// The handler's serialized reply.
+        #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
         /// The owner that ran the call.
         owner: NodeHint,
@@ -297,7 +299,7 @@ pub enum ErrorKind {
     /// The deadline passed; the outcome is unknown: retry with the same request id.
     Timeout,
     /// The actor's handler returned an error (its serialized form): give up and report it.
-    Rejected(Vec<u8>),
+    Rejected(#[serde(with = "serde_bytes")] Vec<u8>),
     /// The request is malformed or names something unknown: give up and fix the request.
     BadRequest,
     /// The peer's certificate does not allow this request: give up.
@@ -310,6 +312,8 @@ pub enum ErrorKind {
     ActivationFailed,
     /// The call would wait on an actor that waits on the caller: give up.
     CallCycle(Vec<ActorId>),
+    /// A message, reply or state exceeds the node's size limit; nothing was applied. Give up.
+    TooLarge,
     /// The request's outcome is no longer remembered (its session expired, or its client
     /// acknowledged it): it may or may not have been applied, and retrying cannot tell. Give up
     /// and report the outcome as unknown.
@@ -342,7 +346,8 @@ impl ErrorKind {
             | ErrorKind::Panicked
             | ErrorKind::ActivationFailed
             | ErrorKind::CallCycle(_)
-            | ErrorKind::Expired => Action::GiveUp,
+            | ErrorKind::Expired
+            | ErrorKind::TooLarge => Action::GiveUp,
         }
     }
 }

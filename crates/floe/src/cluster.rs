@@ -176,6 +176,7 @@ pub(crate) fn to_wire(raft: &Raft, f: CallFailure) -> WireError {
         CallFailure::Unavailable(_) | CallFailure::Shutdown => ErrorKind::Unavailable,
         CallFailure::Timeout => ErrorKind::Timeout,
         CallFailure::Expired => ErrorKind::Expired,
+        CallFailure::TooLarge(_) => ErrorKind::TooLarge,
         CallFailure::BadRequest(_) => ErrorKind::BadRequest,
     };
     WireError::new(kind, msg)
@@ -194,6 +195,7 @@ pub fn from_wire(e: WireError) -> CallFailure {
         ErrorKind::NotOwner { hint } => CallFailure::NotOwner(hint.map(|h| h.node)),
         ErrorKind::Timeout => CallFailure::Timeout,
         ErrorKind::Expired => CallFailure::Expired,
+        ErrorKind::TooLarge => CallFailure::TooLarge(e.message),
         ErrorKind::BadRequest | ErrorKind::Forbidden => CallFailure::BadRequest(e.message),
         ErrorKind::NotLeader { .. } | ErrorKind::Unavailable | ErrorKind::Internal => {
             CallFailure::Unavailable(e.message)

@@ -38,6 +38,9 @@ pub enum CallFailure {
     /// tell. It was not applied a second time.
     #[error("the request expired; the outcome is unknown")]
     Expired,
+    /// A message, reply or state is larger than the node's limit; nothing was applied.
+    #[error("too large: {0}")]
+    TooLarge(String),
     /// Unknown actor type or message, or an undecodable payload.
     #[error("bad request: {0}")]
     BadRequest(String),

@@ -36,7 +36,7 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-const OUTCOMES: [&str; 11] = [
+const OUTCOMES: [&str; 12] = [
     "ok",
     "rejected",
     "panicked",
@@ -46,6 +46,7 @@ const OUTCOMES: [&str; 11] = [
     "unavailable",
     "timeout",
     "expired",
+    "too_large",
     "bad_request",
     "shutdown",
 ];
@@ -61,6 +62,7 @@ fn outcome(r: &Result<(), &CallFailure>) -> &'static str {
         Err(CallFailure::Unavailable(_)) => "unavailable",
         Err(CallFailure::Timeout) => "timeout",
         Err(CallFailure::Expired) => "expired",
+        Err(CallFailure::TooLarge(_)) => "too_large",
         Err(CallFailure::BadRequest(_)) => "bad_request",
         Err(CallFailure::Shutdown) => "shutdown",
     }

@@ -38,8 +38,17 @@ pub struct RuntimeConfig {
     pub call_timeout: Duration,
     /// Most commands proposed in one Raft entry (group commit).
     pub max_batch: usize,
+    /// Most payload bytes (states and replies) proposed in one Raft entry; a larger single
+    /// command goes alone.
+    pub max_batch_bytes: usize,
     /// Raft entries of commands in flight at once.
     pub max_inflight_batches: usize,
+    /// Largest serialized actor state; a handler that leaves a larger one fails with
+    /// [`crate::CallFailure::TooLarge`] and its state is rolled back.
+    pub max_state_bytes: usize,
+    /// Largest serialized message or reply; larger ones fail with
+    /// [`crate::CallFailure::TooLarge`].
+    pub max_message_bytes: usize,
     /// A client session without a commit for this long expires, and the outcomes it still
     /// holds are forgotten: a retry after that gets [`crate::CallFailure::Expired`]. Measured
     /// on the Raft leader's clock, carried in the log. Must exceed the longest call deadline.
@@ -64,7 +73,10 @@ impl Default for RuntimeConfig {
             idle_timeout: Duration::from_secs(600),
             call_timeout: Duration::from_secs(10),
             max_batch: 512,
+            max_batch_bytes: 4 << 20,
             max_inflight_batches: 4,
+            max_state_bytes: 4 << 20,
+            max_message_bytes: 1 << 20,
             session_idle_timeout: Duration::from_secs(3600),
             retry_window: crate::session::DEFAULT_RETRY_WINDOW,
             unsafe_unconfirmed_reads: false,
@@ -87,6 +99,22 @@ impl RuntimeConfig {
         }
         if self.max_batch == 0 || self.max_inflight_batches == 0 {
             return bad("max_batch and max_inflight_batches must be at least 1");
+        }
+        // Every Raft entry must fit in one replication frame: one commit carries a state and a
+        // reply, one batch carries at most max_batch_bytes.
+        let entry = floe_net::MAX_ENTRY_BYTES;
+        if self.max_state_bytes.saturating_add(self.max_message_bytes) > entry {
+            return Err(BuildError::Config(format!(
+                "max_state_bytes + max_message_bytes must be at most {entry}"
+            )));
+        }
+        if self.max_batch_bytes == 0 || self.max_batch_bytes > entry {
+            return Err(BuildError::Config(format!(
+                "max_batch_bytes must be between 1 and {entry}"
+            )));
+        }
+        if self.max_state_bytes == 0 || self.max_message_bytes == 0 {
+            return bad("max_state_bytes and max_message_bytes must be positive");
         }
         // A remote call may wait up to six call timeouts; a session must outlive it.
         if self.session_idle_timeout <= self.call_timeout * 6 {

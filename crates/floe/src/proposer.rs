@@ -1,8 +1,10 @@
 //! Group commit: commands from many activations are proposed together as one `Batch` entry.
 //!
 //! Activations queue their command and wait; a single task takes everything queued (up to
-//! `max_batch`) whenever one of `max_inflight` proposal slots is free, so batches grow under
-//! load and a lone command goes out at once.
+//! `max_batch` commands and `max_batch_bytes` of payload) whenever one of `max_inflight`
+//! proposal slots is free, so batches grow under load and a lone command goes out at once. A
+//! command larger than `max_batch_bytes` goes alone; the runtime bounds single commands (state
+//! and message size limits), so every entry stays small enough to replicate.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,16 +41,15 @@ impl Proposer {
         raft: Raft,
         forward: Option<Transport>,
         max_batch: usize,
+        max_batch_bytes: usize,
         max_inflight: usize,
     ) -> Self {
         let (tx, rx) = mpsc::channel(max_batch.max(1) * 4);
-        tokio::spawn(run(
-            raft,
-            forward,
-            rx,
-            max_batch.max(1),
-            max_inflight.max(1),
-        ));
+        let limits = BatchLimits {
+            commands: max_batch.max(1),
+            bytes: max_batch_bytes.max(1),
+        };
+        tokio::spawn(run(raft, forward, rx, limits, max_inflight.max(1)));
         Self { tx }
     }
 
@@ -64,26 +65,60 @@ impl Proposer {
     }
 }
 
+/// How much one batch may hold.
+#[derive(Debug, Clone, Copy)]
+struct BatchLimits {
+    commands: usize,
+    bytes: usize,
+}
+
+/// A batch, and the command that starts the next one.
+type Filled<T> = (Vec<(Command, T)>, Option<(Command, T)>);
+
+/// Take queued commands into a batch after `first` while the limits allow; returns the batch
+/// and the first command that did not fit (it starts the next batch).
+fn fill<T>(
+    first: (Command, T),
+    limits: BatchLimits,
+    mut next: impl FnMut() -> Option<(Command, T)>,
+) -> Filled<T> {
+    let mut bytes = first.0.payload_bytes();
+    let mut batch = vec![first];
+    while batch.len() < limits.commands {
+        let Some(p) = next() else { break };
+        let b = p.0.payload_bytes();
+        if bytes + b > limits.bytes {
+            return (batch, Some(p));
+        }
+        bytes += b;
+        batch.push(p);
+    }
+    (batch, None)
+}
+
 async fn run(
     raft: Raft,
     forward: Option<Transport>,
     mut rx: mpsc::Receiver<(Command, Waiter)>,
-    max_batch: usize,
+    limits: BatchLimits,
     max_inflight: usize,
 ) {
     let slots = Arc::new(Semaphore::new(max_inflight));
-    while let Some(first) = rx.recv().await {
+    let mut held: Option<(Command, Waiter)> = None;
+    loop {
+        let first = match held.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
-        // While we waited for a slot, more commands queued: take them all.
-        let mut batch = vec![first];
-        while batch.len() < max_batch {
-            match rx.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => break,
-            }
-        }
+        // While we waited for a slot, more commands queued: take what fits.
+        let (batch, rest) = fill(first, limits, || rx.try_recv().ok());
+        held = rest;
         let raft = raft.clone();
         let forward = forward.clone();
         tokio::spawn(async move {
@@ -213,5 +248,55 @@ async fn propose_batch(
                 let _ = reply.send(Err(e.clone()));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft_store::{ActorId, Outcome};
+
+    fn commit(bytes: usize) -> (Command, ()) {
+        let cmd = Command::Commit {
+            actor: ActorId::new("T", "k"),
+            epoch: 1,
+            state: Some(vec![0; bytes]),
+            base: None,
+            request: None,
+            acked: 0,
+            outcome: Outcome::Reply(vec![]),
+        };
+        (cmd, ())
+    }
+
+    #[test]
+    fn batches_are_bounded_by_bytes_and_count() {
+        let limits = BatchLimits {
+            commands: 10,
+            bytes: 1000,
+        };
+        let mut queue: std::collections::VecDeque<_> =
+            [300, 300, 300, 300, 5].map(commit).into_iter().collect();
+        let first = queue.pop_front().expect("first");
+        let (batch, rest) = fill(first, limits, || queue.pop_front());
+        assert_eq!(
+            batch.len(),
+            2,
+            "a third 300-byte state would pass 1,000 bytes"
+        );
+        let rest = rest.expect("the third starts the next batch");
+        assert_eq!(rest.0.payload_bytes(), batch[0].0.payload_bytes());
+        // A command above the byte limit goes alone.
+        let (batch, rest) = fill(commit(5000), limits, || Some(commit(1)));
+        assert_eq!(batch.len(), 1);
+        assert!(rest.is_some());
+        // The count limit holds too.
+        let limits = BatchLimits {
+            commands: 3,
+            bytes: usize::MAX,
+        };
+        let (batch, rest) = fill(commit(1), limits, || Some(commit(1)));
+        assert_eq!(batch.len(), 3);
+        assert!(rest.is_none());
     }
 }

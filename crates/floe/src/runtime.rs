@@ -331,6 +331,25 @@ impl<A: Actor> Activation<A> {
         outcome: Outcome,
     ) -> CallResult {
         let changes = state.is_some();
+        let limits = &rt.config;
+        let too_large = match (&state, outcome.payload_bytes()) {
+            (Some(s), _) if s.len() > limits.max_state_bytes => Some(format!(
+                "a state of {} bytes; the limit is {}",
+                s.len(),
+                limits.max_state_bytes
+            )),
+            (_, r) if r > limits.max_message_bytes => Some(format!(
+                "a reply of {r} bytes; the limit is {}",
+                limits.max_message_bytes
+            )),
+            _ => None,
+        };
+        if let Some(why) = too_large {
+            if changes {
+                self.restore(inner, before.as_deref())?;
+            }
+            return Err(CallFailure::TooLarge(why));
+        }
         let cmd = Command::Commit {
             actor: self.id.clone(),
             epoch: self.epoch,
@@ -558,6 +577,7 @@ impl Runtime {
             raft.clone(),
             link.as_ref().map(|l| l.transport.clone()),
             config.max_batch,
+            config.max_batch_bytes,
             config.max_inflight_batches,
         );
         let rt = Arc::new(Self {
@@ -712,6 +732,13 @@ impl Runtime {
         if self.shutting_down.load(Ordering::Relaxed) {
             return Err(CallFailure::Shutdown);
         }
+        if call.payload.len() > self.config.max_message_bytes {
+            return Err(CallFailure::TooLarge(format!(
+                "a message of {} bytes; the limit is {}",
+                call.payload.len(),
+                self.config.max_message_bytes
+            )));
+        }
         if call.chain.contains(&call.actor) {
             let mut cycle = call.chain.to_vec();
             cycle.push(call.actor.clone());
@@ -738,6 +765,13 @@ impl Runtime {
                         Err(_) => return Err(CallFailure::Timeout),
                         Ok(Err(e)) => {
                             return Err(CallFailure::Unavailable(format!("call task: {e}")));
+                        }
+                        Ok(Ok(Ok(Ok(reply)))) if reply.len() > self.config.max_message_bytes => {
+                            Err(CallFailure::TooLarge(format!(
+                                "a reply of {} bytes; the limit is {}",
+                                reply.len(),
+                                self.config.max_message_bytes
+                            )))
                         }
                         Ok(Ok(Ok(r))) => r.map(|p| (p, self.node)),
                         Ok(Ok(Err(Gone))) => continue,

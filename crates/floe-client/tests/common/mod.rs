@@ -165,6 +165,7 @@ pub async fn start_with(
         .register::<Relay>()
         .register::<Account>()
         .register::<Slow>()
+        .register::<Blob>()
         .register_builtins()
         .build()
         .await
@@ -327,5 +328,45 @@ where
     while !cond().await {
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An actor whose state is as large as asked.
+#[derive(Actor, Default, Serialize, Deserialize)]
+#[actor(name = "test.Blob", handles(Fill, Size))]
+pub struct Blob {
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
+}
+
+/// Make the state `len` bytes of `byte`; answers the new length.
+#[derive(Message, Serialize, Deserialize)]
+#[message(reply = usize)]
+pub struct Fill {
+    pub len: usize,
+    pub byte: u8,
+}
+
+/// The state's length and first byte.
+#[derive(Message, Serialize, Deserialize)]
+#[message(reply = (usize, Option<u8>))]
+pub struct Size;
+
+impl Handler<Fill> for Blob {
+    type Error = Never;
+    async fn handle(&mut self, f: Fill, _: &mut Context<Self>) -> Result<usize, Never> {
+        self.data = vec![f.byte; f.len];
+        Ok(self.data.len())
+    }
+}
+
+impl Handler<Size> for Blob {
+    type Error = Never;
+    async fn handle(
+        &mut self,
+        _: Size,
+        _: &mut Context<Self>,
+    ) -> Result<(usize, Option<u8>), Never> {
+        Ok((self.data.len(), self.data.first().copied()))
     }
 }
