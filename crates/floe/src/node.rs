@@ -179,11 +179,13 @@ impl NodeBuilder {
         self
     }
 
-    /// Host the built-in register, counter and echo actors ([`crate::builtin`]).
+    /// Host the built-in register, counter, echo, account and teller actors ([`crate::builtin`]).
     pub fn register_builtins(self) -> Self {
         self.register::<crate::builtin::Register>()
             .register::<crate::builtin::Counter>()
             .register::<crate::builtin::Echo>()
+            .register::<crate::builtin::Account>()
+            .register::<crate::builtin::Teller>()
     }
 
     /// Host actors of type `A` on this node.
