@@ -51,8 +51,8 @@ pub struct RuntimeConfig {
     /// that left the state unchanged from the activation's memory, without confirming through
     /// a read index that this node still owns the actor, reactivate from the local directory
     /// without one, and take over actors placed elsewhere (last-writer-wins placement, as in
-    /// systems without fencing). Old owners then serve stale reads. Never set this in
-    /// production.
+    /// systems without fencing). Old owners then serve stale reads. It takes effect only in a
+    /// build with the `unsafe-self-test-reads` feature; never set this in production.
     #[doc(hidden)]
     pub unsafe_unconfirmed_reads: bool,
 }
