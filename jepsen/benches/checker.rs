@@ -128,6 +128,7 @@ fn synthetic(ops: usize, keys: usize, processes: u64, seed: u64) -> Vec<Event> {
             value,
             time,
             error: None,
+            request: None,
         };
         events.push(ev(Kind::Invoke, o.call, o.arg.clone()));
         if o.unknown {

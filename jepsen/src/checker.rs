@@ -8,6 +8,12 @@
 //! as soon as only such returns remain (Knossos's treatment). `fail` operations and unknown
 //! reads are dropped: they had no effect.
 //!
+//! A value no client wrote (`{"foreign": ...}` in the history) is an observation no model state
+//! allows, so a key where one was read is not linearizable. A retry of an operation (an
+//! invocation with a request id seen before) is the same operation: its `ok` answer becomes the
+//! operation's outcome (returning at the retry's completion), and must equal any other `ok`
+//! answer of it ([`RetryConflict`] otherwise).
+//!
 //! Why our own and not `porcupine-rs`: that crate pulls criterion (and its plotting stack) as a
 //! normal dependency and has no optional operations; the search below is ~200 lines, keeps a
 //! counter-example (the deepest linearized prefix and the operation that could not follow it),
@@ -60,6 +66,9 @@ pub enum Output {
     Add(i64),
     /// Counter read result.
     CounterRead(i64),
+    /// A register read, or a cas that did not swap, saw a value that no client wrote. No state
+    /// of any model allows it.
+    Foreign(String),
 }
 
 /// One operation of a key's sub-history.
@@ -404,8 +413,18 @@ fn parse_input(kind: ModelKind, f: &str, v: &serde_json::Value) -> Result<Input,
     })
 }
 
+/// A value no client wrote, as the workload records it: `{"foreign": "<what was seen>"}`.
+fn foreign(v: &serde_json::Value) -> Option<String> {
+    v.get("foreign").map(|f| match f.as_str() {
+        Some(s) => s.to_string(),
+        None => f.to_string(),
+    })
+}
+
 fn parse_output(input: &Input, v: &serde_json::Value) -> Result<Output, String> {
     Ok(match input {
+        Input::Read if let Some(f) = foreign(v) => Output::Foreign(f),
+        Input::Cas { .. } if let Some(f) = foreign(&v["current"]) => Output::Foreign(f),
         Input::Read => Output::Read(reg_value(v)?),
         Input::Write(_) => Output::Write,
         Input::Cas { .. } => {
@@ -427,15 +446,52 @@ fn parse_output(input: &Input, v: &serde_json::Value) -> Result<Output, String> 
 /// The operations of every key, paired from the events.
 pub type Partitioned = BTreeMap<String, (ModelKind, Vec<Operation>)>;
 
+/// Key prefix of objects checked by invariants instead of a model (the bank's accounts and
+/// transfers); [`partition`] skips them.
+pub const INVARIANT_PREFIX: &str = "bank/";
+
+/// A retry that answered differently from another answer of the same operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RetryConflict {
+    /// The key.
+    pub key: String,
+    /// The request id.
+    pub request: String,
+    /// The operation's input.
+    pub input: Input,
+    /// The answer it had.
+    pub first: Output,
+    /// The retry's different answer.
+    pub retry: Output,
+    /// When the retry completed (ns).
+    pub time: u64,
+}
+
 /// Pair invocations with completions and split by key. Nemesis events are skipped.
 pub fn partition(events: &[Event]) -> Result<Partitioned, HistoryError> {
+    partition_with_retries(events).map(|(p, _)| p)
+}
+
+/// [`partition`], also returning the retries whose answer contradicts another answer of the
+/// same operation.
+pub fn partition_with_retries(
+    events: &[Event],
+) -> Result<(Partitioned, Vec<RetryConflict>), HistoryError> {
     struct Open {
         key: String,
         kind: ModelKind,
         input: Input,
         call: u64,
+        request: Option<String>,
+        /// A retry of the operation at this index of its key's list.
+        retry_of: Option<usize>,
     }
     let mut open: HashMap<u64, Open> = HashMap::new();
+    // Processes whose open invocation is of an invariant-only object.
+    let mut skipped: HashSet<u64> = HashSet::new();
+    // Request id -> (key, index of the operation in the key's list).
+    let mut by_request: HashMap<String, (String, usize)> = HashMap::new();
+    let mut conflicts = Vec::new();
     let mut out: Partitioned = BTreeMap::new();
     let malformed = |index: usize, reason: String| HistoryError::Malformed { index, reason };
     for (index, ev) in events.iter().enumerate() {
@@ -444,16 +500,36 @@ pub fn partition(events: &[Event]) -> Result<Partitioned, HistoryError> {
         };
         match ev.kind {
             Kind::Invoke => {
-                if open.contains_key(&p) {
+                if open.contains_key(&p) || skipped.contains(&p) {
                     return Err(HistoryError::Overlap { index, process: p });
                 }
                 let key = ev
                     .key
                     .clone()
                     .ok_or_else(|| malformed(index, "an invocation without a key".into()))?;
+                if key.starts_with(INVARIANT_PREFIX) {
+                    skipped.insert(p);
+                    continue;
+                }
                 let kind = ModelKind::of_key(&key)
                     .ok_or_else(|| malformed(index, format!("unknown key type {key:?}")))?;
                 let input = parse_input(kind, &ev.f, &ev.value).map_err(|r| malformed(index, r))?;
+                let retry_of = match ev.request.as_ref().and_then(|r| by_request.get(r)) {
+                    Some((k, i))
+                        if *k == key
+                            && out.get(k).is_some_and(|(_, ops)| ops[*i].input == input) =>
+                    {
+                        Some(*i)
+                    }
+                    Some(_) => {
+                        return Err(malformed(
+                            index,
+                            "a retry with another key or input than its request's first invocation"
+                                .into(),
+                        ));
+                    }
+                    None => None,
+                };
                 open.insert(
                     p,
                     Open {
@@ -461,10 +537,15 @@ pub fn partition(events: &[Event]) -> Result<Partitioned, HistoryError> {
                         kind,
                         input,
                         call: ev.time,
+                        request: ev.request.clone(),
+                        retry_of,
                     },
                 );
             }
             Kind::Ok | Kind::Fail | Kind::Info => {
+                if skipped.remove(&p) {
+                    continue;
+                }
                 let o = open
                     .remove(&p)
                     .ok_or(HistoryError::Orphan { index, process: p })?;
@@ -475,7 +556,7 @@ pub fn partition(events: &[Event]) -> Result<Partitioned, HistoryError> {
                     Kind::Ok => {
                         Some(parse_output(&o.input, &ev.value).map_err(|r| malformed(index, r))?)
                     }
-                    Kind::Fail => continue,
+                    Kind::Fail if o.retry_of.is_none() => continue,
                     _ => {
                         if matches!(o.input, Input::Read | Input::CounterRead) {
                             continue;
@@ -483,23 +564,52 @@ pub fn partition(events: &[Event]) -> Result<Partitioned, HistoryError> {
                         None
                     }
                 };
+                if let Some(i) = o.retry_of {
+                    // The same operation: an answer settles its outcome; another answer must
+                    // agree with it.
+                    let Some(answer) = output else { continue };
+                    let Some((_, ops)) = out.get_mut(&o.key) else {
+                        continue;
+                    };
+                    let op = &mut ops[i];
+                    match &op.output {
+                        None => {
+                            op.output = Some(answer);
+                            op.ret = ev.time;
+                        }
+                        Some(first) if *first != answer => conflicts.push(RetryConflict {
+                            key: o.key.clone(),
+                            request: o.request.clone().unwrap_or_default(),
+                            input: op.input.clone(),
+                            first: first.clone(),
+                            retry: answer,
+                            time: ev.time,
+                        }),
+                        Some(_) => {}
+                    }
+                    continue;
+                }
                 let ret = if output.is_some() { ev.time } else { u64::MAX };
-                out.entry(o.key)
+                let list = &mut out
+                    .entry(o.key.clone())
                     .or_insert_with(|| (o.kind, Vec::new()))
-                    .1
-                    .push(Operation {
-                        process: p,
-                        input: o.input,
-                        output,
-                        call: o.call,
-                        ret,
-                    });
+                    .1;
+                if let Some(r) = o.request {
+                    by_request.entry(r).or_insert((o.key, list.len()));
+                }
+                list.push(Operation {
+                    process: p,
+                    input: o.input,
+                    output,
+                    call: o.call,
+                    ret,
+                });
             }
         }
     }
-    // Never completed: unknown outcome (reads dropped).
+    // Never completed: unknown outcome (reads and retries dropped).
     for (p, o) in open {
-        if matches!(o.input, Input::Read | Input::CounterRead) {
+        if matches!(o.input, Input::Read | Input::CounterRead) || o.retry_of.is_some() {
             continue;
         }
         out.entry(o.key)
@@ -513,7 +623,7 @@ pub fn partition(events: &[Event]) -> Result<Partitioned, HistoryError> {
                 ret: u64::MAX,
             });
     }
-    Ok(out)
+    Ok((out, conflicts))
 }
 
 /// The result of checking a whole history.
@@ -626,6 +736,163 @@ pub fn lost_counter_writes(parts: &Partitioned) -> Vec<(String, i64)> {
         }
     }
     lost
+}
+
+/// Counters whose last read exceeds the sum of every distinct add ever invoked on them (each
+/// operation once, retries included in it): some add was applied more than once, or the counter
+/// holds what no client added. Returns (key, last read, that sum).
+pub fn excess_counter_totals(parts: &Partitioned) -> Vec<(String, i64, i64)> {
+    let mut out = Vec::new();
+    for (key, (kind, ops)) in parts {
+        if *kind != ModelKind::Counter {
+            continue;
+        }
+        let Some(Output::CounterRead(seen)) = ops
+            .iter()
+            .filter(|o| matches!(o.output, Some(Output::CounterRead(_))))
+            .max_by_key(|o| o.call)
+            .and_then(|o| o.output.clone())
+        else {
+            continue;
+        };
+        let most: i64 = ops
+            .iter()
+            .filter_map(|o| match o.input {
+                Input::Add(d) => Some(d),
+                _ => None,
+            })
+            .sum();
+        if seen > most {
+            out.push((key.clone(), seen, most));
+        }
+    }
+    out
+}
+
+/// The bank's invariants over a history (see the workload module for the event shapes).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BankReport {
+    /// Whether the bank workload ran (any `bank/` event).
+    pub ran: bool,
+    /// Sum of the acknowledged opening deposits.
+    pub initial_total: i64,
+    /// Sum of each account's last balance read (after the final heal), if every account was read.
+    pub final_total: Option<i64>,
+    /// Accounts read.
+    pub accounts: usize,
+    /// Transfers by their final outcome: ok, refused (definite), still unknown.
+    pub transfers_ok: usize,
+    /// Transfers refused (insufficient funds: nothing moved).
+    pub transfers_refused: usize,
+    /// Transfers whose outcome stayed unknown after every retry (expired, or given up).
+    pub transfers_unknown: usize,
+    /// Their amounts together: money a debit without its credit may have taken out.
+    pub unknown_amount: i64,
+    /// Negative balances observed, in words.
+    pub negative: Vec<String>,
+    /// `Some(true)`: the total at rest equals the initial one; `Some(false)`: it cannot be
+    /// explained; `None`: not known (unknown transfers, or no final total).
+    pub conserved: Option<bool>,
+    /// No violation found.
+    pub valid: bool,
+}
+
+/// Check the bank: no balance is ever seen negative, and at rest the total is the initial one
+/// (or, with transfers of unknown outcome, between the initial total less their amounts and the
+/// initial total: a teller debits before it credits, so such a transfer can only take money out).
+pub fn check_bank(events: &[Event], accounts: &[String]) -> BankReport {
+    let mut r = BankReport::default();
+    let mut invoked: HashMap<u64, &Event> = HashMap::new();
+    // Request id -> (amount, settled).
+    let mut transfers: BTreeMap<String, (i64, Option<bool>)> = BTreeMap::new();
+    let mut last_read: HashMap<&str, (u64, i64)> = HashMap::new();
+    for ev in events {
+        let Process::Client(p) = ev.process else {
+            continue;
+        };
+        let Some(key) = ev
+            .key
+            .as_deref()
+            .filter(|k| k.starts_with(INVARIANT_PREFIX))
+        else {
+            continue;
+        };
+        r.ran = true;
+        if ev.kind == Kind::Invoke {
+            invoked.insert(p, ev);
+            if ev.f == "transfer"
+                && let Some(req) = &ev.request
+            {
+                let amount = ev.value["amount"].as_i64().unwrap_or(0);
+                transfers.entry(req.clone()).or_insert((amount, None));
+            }
+            continue;
+        }
+        let Some(inv) = invoked.remove(&p) else {
+            continue;
+        };
+        match (inv.f.as_str(), ev.kind) {
+            ("deposit", Kind::Ok) => r.initial_total += inv.value.as_i64().unwrap_or(0),
+            ("balance", Kind::Ok) => {
+                let b = ev.value.as_i64().unwrap_or(i64::MIN);
+                if b < 0 {
+                    r.negative
+                        .push(format!("{key} read {b} at {:.3}s", ev.time as f64 / 1e9));
+                }
+                let e = last_read.entry(key).or_insert((inv.time, b));
+                if inv.time >= e.0 {
+                    *e = (inv.time, b);
+                }
+            }
+            ("transfer", kind) => {
+                if kind == Kind::Ok {
+                    for side in ["from_balance", "to_balance"] {
+                        let b = ev.value[side].as_i64().unwrap_or(i64::MIN);
+                        if b < 0 {
+                            r.negative.push(format!(
+                                "transfer {} left {side} {b} at {:.3}s",
+                                inv.value,
+                                ev.time as f64 / 1e9
+                            ));
+                        }
+                    }
+                }
+                if let Some(t) = inv.request.as_ref().and_then(|q| transfers.get_mut(q)) {
+                    match kind {
+                        Kind::Ok => t.1 = Some(true),
+                        Kind::Fail if t.1.is_none() => t.1 = Some(false),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    for (amount, settled) in transfers.values() {
+        match settled {
+            Some(true) => r.transfers_ok += 1,
+            Some(false) => r.transfers_refused += 1,
+            None => {
+                r.transfers_unknown += 1;
+                r.unknown_amount += amount;
+            }
+        }
+    }
+    let reads: Vec<i64> = accounts
+        .iter()
+        .filter_map(|a| last_read.get(a.as_str()).map(|(_, b)| *b))
+        .collect();
+    r.accounts = reads.len();
+    if !accounts.is_empty() && reads.len() == accounts.len() {
+        r.final_total = Some(reads.iter().sum());
+    }
+    r.conserved = match r.final_total {
+        Some(t) if t > r.initial_total || t < r.initial_total - r.unknown_amount => Some(false),
+        Some(t) if r.transfers_unknown == 0 => Some(t == r.initial_total),
+        _ => None,
+    };
+    r.valid = r.negative.is_empty() && r.conserved != Some(false);
+    r
 }
 
 #[cfg(test)]
@@ -786,6 +1053,7 @@ mod tests {
             value,
             time,
             error: None,
+            request: None,
         }
     }
 
@@ -858,6 +1126,186 @@ mod tests {
             ),
         );
         assert_eq!(lost_counter_writes(&parts), vec![(k, 3)]);
+    }
+
+    fn req(mut e: Event, r: &str) -> Event {
+        e.request = Some(r.into());
+        e
+    }
+
+    #[test]
+    fn a_value_no_client_wrote_makes_the_key_invalid() {
+        use serde_json::json;
+        let k = "register/f";
+        let read = vec![
+            ev(0, Kind::Invoke, "write", k, json!(1), 0),
+            ev(0, Kind::Ok, "write", k, json!(1), 1),
+            ev(1, Kind::Invoke, "read", k, json!(null), 2),
+            ev(1, Kind::Ok, "read", k, json!({"foreign": "garbage"}), 3),
+        ];
+        let cas = vec![
+            ev(
+                0,
+                Kind::Invoke,
+                "cas",
+                k,
+                json!({"from": "absent", "to": 2}),
+                0,
+            ),
+            ev(
+                0,
+                Kind::Ok,
+                "cas",
+                k,
+                json!({"from": "absent", "to": 2, "swapped": false, "current": {"foreign": "x"}}),
+                1,
+            ),
+        ];
+        for events in [read, cas] {
+            let parts = partition(&events).expect("well formed");
+            assert!(matches!(
+                parts[k].1.last().and_then(|o| o.output.clone()),
+                Some(Output::Foreign(_))
+            ));
+            let r = check(&parts, Duration::from_secs(10));
+            assert!(!r.valid && r.invalid_keys.contains_key(k), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn a_retry_is_the_same_operation() {
+        use serde_json::json;
+        let k = "counter/r";
+        // Unknown at first; the retry's answer settles it.
+        let settled = vec![
+            req(ev(0, Kind::Invoke, "add", k, json!(2), 0), "1:1"),
+            req(ev(0, Kind::Info, "add", k, json!(2), 1), "1:1"),
+            ev(1, Kind::Invoke, "add", k, json!(3), 2),
+            ev(1, Kind::Ok, "add", k, json!({"delta": 3, "result": 5}), 3),
+            req(ev(2, Kind::Invoke, "add", k, json!(2), 4), "1:1"),
+            req(
+                ev(2, Kind::Ok, "add", k, json!({"delta": 2, "result": 2}), 5),
+                "1:1",
+            ),
+            ev(3, Kind::Invoke, "read", k, json!(null), 6),
+            ev(3, Kind::Ok, "read", k, json!(5), 7),
+        ];
+        let (parts, conflicts) = partition_with_retries(&settled).expect("well formed");
+        assert!(conflicts.is_empty());
+        let ops = &parts[k].1;
+        assert_eq!(ops.len(), 3, "the retry is merged into its operation");
+        assert_eq!(ops[0].output, Some(Output::Add(2)));
+        assert_eq!(ops[0].ret, 5);
+        assert!(check(&parts, Duration::from_secs(10)).valid);
+        assert!(excess_counter_totals(&parts).is_empty());
+        // Applied again: the retry answers a new total, and the counter holds the delta twice.
+        let twice = vec![
+            req(ev(0, Kind::Invoke, "add", k, json!(2), 0), "1:1"),
+            req(
+                ev(0, Kind::Ok, "add", k, json!({"delta": 2, "result": 2}), 1),
+                "1:1",
+            ),
+            req(ev(1, Kind::Invoke, "add", k, json!(2), 2), "1:1"),
+            req(
+                ev(1, Kind::Ok, "add", k, json!({"delta": 2, "result": 4}), 3),
+                "1:1",
+            ),
+            ev(2, Kind::Invoke, "read", k, json!(null), 4),
+            ev(2, Kind::Ok, "read", k, json!(4), 5),
+        ];
+        let (parts, conflicts) = partition_with_retries(&twice).expect("well formed");
+        assert_eq!(conflicts.len(), 1);
+        assert_eq!(conflicts[0].retry, Output::Add(4));
+        assert!(!check(&parts, Duration::from_secs(10)).valid);
+        assert_eq!(excess_counter_totals(&parts), vec![(k.to_string(), 4, 2)]);
+    }
+
+    #[test]
+    fn bank_invariants() {
+        use serde_json::json;
+        let accts = vec!["bank/a".to_string(), "bank/b".to_string()];
+        let t = "bank/transfer";
+        let base = vec![
+            ev(0, Kind::Invoke, "deposit", "bank/a", json!(10), 0),
+            ev(0, Kind::Ok, "deposit", "bank/a", json!({"balance": 10}), 1),
+            ev(0, Kind::Invoke, "deposit", "bank/b", json!(10), 2),
+            ev(0, Kind::Ok, "deposit", "bank/b", json!({"balance": 10}), 3),
+            req(
+                ev(
+                    1,
+                    Kind::Invoke,
+                    "transfer",
+                    t,
+                    json!({"from": "a", "to": "b", "amount": 4}),
+                    4,
+                ),
+                "1:1",
+            ),
+            req(
+                ev(
+                    1,
+                    Kind::Info,
+                    "transfer",
+                    t,
+                    json!({"from": "a", "to": "b", "amount": 4}),
+                    5,
+                ),
+                "1:1",
+            ),
+        ];
+        let finals = |a: i64, b: i64| {
+            vec![
+                ev(5, Kind::Invoke, "balance", "bank/a", json!(null), 100),
+                ev(5, Kind::Ok, "balance", "bank/a", json!(a), 101),
+                ev(5, Kind::Invoke, "balance", "bank/b", json!(null), 102),
+                ev(5, Kind::Ok, "balance", "bank/b", json!(b), 103),
+            ]
+        };
+        let retried = vec![
+            req(
+                ev(
+                    2,
+                    Kind::Invoke,
+                    "transfer",
+                    t,
+                    json!({"from": "a", "to": "b", "amount": 4}),
+                    6,
+                ),
+                "1:1",
+            ),
+            req(
+                ev(
+                    2,
+                    Kind::Ok,
+                    "transfer",
+                    t,
+                    json!({"from_balance": 6, "to_balance": 14}),
+                    7,
+                ),
+                "1:1",
+            ),
+        ];
+        let ok = [base.clone(), retried.clone(), finals(6, 14)].concat();
+        let r = check_bank(&ok, &accts);
+        assert_eq!(
+            (r.initial_total, r.final_total, r.conserved, r.valid),
+            (20, Some(20), Some(true), true)
+        );
+        // Unknown transfer: only a loss of up to its amount is explained.
+        let unknown = check_bank(&[base.clone(), finals(6, 10)].concat(), &accts);
+        assert_eq!(
+            (unknown.conserved, unknown.valid, unknown.transfers_unknown),
+            (None, true, 1)
+        );
+        let created = check_bank(&[base.clone(), finals(10, 14)].concat(), &accts);
+        assert!(!created.valid);
+        let lost = check_bank(
+            &[base.clone(), retried.clone(), finals(6, 10)].concat(),
+            &accts,
+        );
+        assert_eq!((lost.conserved, lost.valid), (Some(false), false));
+        let negative = check_bank(&[base, retried, finals(-1, 21)].concat(), &accts);
+        assert!(!negative.valid && negative.negative.len() == 1);
     }
 
     /// Brute force: try every order of every subset of unknown ops (small histories only).

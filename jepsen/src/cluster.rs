@@ -53,8 +53,8 @@ pub enum ClusterError {
 pub struct NodeOptions {
     /// Run under libfaketime so the clock nemesis can skew the wall clock.
     pub faketime: bool,
-    /// The deliberately broken mode of the self-test (reads without read index).
-    pub unsafe_reads: bool,
+    /// Passed to every node as `--idle-timeout-ms`: activations idle this long deactivate.
+    pub idle_timeout_ms: Option<u64>,
 }
 
 /// One node process.
@@ -208,6 +208,9 @@ impl Cluster {
             "--key".into(),
             files.key.display().to_string(),
         ];
+        if let Some(ms) = self.opts.idle_timeout_ms {
+            args.extend(["--idle-timeout-ms".into(), ms.to_string()]);
+        }
         args.extend(extra.iter().cloned());
         let faketime_file = self.dir.join(format!("node-{id}.faketime"));
         std::fs::write(&faketime_file, "+0 x1\n")
@@ -247,9 +250,6 @@ impl Cluster {
                 .env("FAKETIME_TIMESTAMP_FILE", &p.faketime_file)
                 .env("FAKETIME_NO_CACHE", "1")
                 .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
-        }
-        if self.opts.unsafe_reads {
-            cmd.env("FLOE_UNSAFE_UNCONFIRMED_READS", "1");
         }
         let child = cmd.spawn().map_err(|e| ClusterError::Spawn(p.id, e))?;
         p.child = Some(child);
@@ -302,6 +302,42 @@ impl Cluster {
             }
             _ => false,
         }
+    }
+
+    /// SIGKILL nodes `ids` at once (every signal is sent before any process is reaped); returns
+    /// for each whether it died of SIGKILL.
+    pub async fn kill_together(&mut self, ids: &[u64]) -> Vec<(u64, bool)> {
+        let mut children = Vec::new();
+        for id in ids {
+            let Some(p) = self.nodes.get_mut(id) else {
+                children.push((*id, None));
+                continue;
+            };
+            let mut child = p.child.take();
+            if let Some(c) = child.as_mut() {
+                if let Some(pid) = c.id() {
+                    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGCONT);
+                }
+                let _ = c.start_kill();
+            }
+            p.paused = false;
+            children.push((*id, child));
+        }
+        let mut out = Vec::new();
+        for (id, child) in children {
+            let died = match child {
+                Some(mut c) => matches!(
+                    tokio::time::timeout(Duration::from_secs(10), c.wait()).await,
+                    Ok(Ok(status)) if {
+                        use std::os::unix::process::ExitStatusExt;
+                        status.signal() == Some(9)
+                    }
+                ),
+                None => false,
+            };
+            out.push((id, died));
+        }
+        out
     }
 
     /// Start node `id` again with the same data directory.
@@ -598,8 +634,19 @@ impl Cluster {
         Ok(s)
     }
 
-    /// Lines with "panicked" in any node log.
+    /// Panics of node processes in any node log (a handler panic that the runtime caught and
+    /// answered is not one: see [`node_panics`]).
     pub fn panics(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (path, text) in self.logs() {
+            for l in node_panics(&text) {
+                out.push(format!("{}: {l}", path.display()));
+            }
+        }
+        out
+    }
+
+    fn logs(&self) -> Vec<(PathBuf, String)> {
         let mut out = Vec::new();
         if let Ok(rd) = std::fs::read_dir(&self.dir) {
             for e in rd.flatten() {
@@ -607,10 +654,23 @@ impl Cluster {
                 if path.extension().is_some_and(|x| x == "log")
                     && let Ok(text) = std::fs::read_to_string(&path)
                 {
-                    for l in text.lines().filter(|l| l.contains("panicked")) {
-                        out.push(format!("{}: {l}", path.display()));
-                    }
+                    out.push((path, text));
                 }
+            }
+        }
+        out
+    }
+
+    /// Whether some node log says the binary is a deliberately broken self-test build.
+    pub fn self_test_build(&self) -> bool {
+        !self.log_lines(|l| l.contains(SELF_TEST_MARK)).is_empty()
+    }
+
+    fn log_lines(&self, want: impl Fn(&str) -> bool) -> Vec<String> {
+        let mut out = Vec::new();
+        for (path, text) in self.logs() {
+            for l in text.lines().filter(|l| want(l)) {
+                out.push(format!("{}: {l}", path.display()));
             }
         }
         out
@@ -639,6 +699,29 @@ impl Cluster {
     }
 }
 
+/// What a self-test build of `floe` logs at start (`floe-cli`'s `unsafe-self-test-*` features).
+pub const SELF_TEST_MARK: &str = "built with unsafe-self-test";
+
+/// The runtime's warning for a handler panic it caught, rolled back and answered: the node is
+/// fine, so it is no node panic.
+const CAUGHT_HANDLER_PANIC: &str = "handler panicked; state rolled back";
+
+/// The panics in a node log that are not caught handler panics. Rust's panic hook prints
+/// "thread '…' panicked at …" for every panic, caught or not; the runtime then logs
+/// [`CAUGHT_HANDLER_PANIC`] for each one it caught. Each such line accounts for the nearest
+/// unaccounted panic line before it; the panic lines left over are the node's own panics.
+pub fn node_panics(log: &str) -> Vec<String> {
+    let mut open: Vec<&str> = Vec::new();
+    for l in log.lines() {
+        if l.contains(CAUGHT_HANDLER_PANIC) {
+            open.pop();
+        } else if l.contains("panicked") {
+            open.push(l);
+        }
+    }
+    open.into_iter().map(str::to_string).collect()
+}
+
 /// Whether every thread of `pid` is stopped (state `T`).
 fn process_stopped(pid: u32) -> bool {
     let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -659,4 +742,24 @@ fn process_stopped(pid: u32) -> bool {
         any = true;
     }
     any
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_caught_handler_panic_is_not_a_node_panic() {
+        let caught = "thread 'tokio-runtime-worker' panicked at crates/app/src/a.rs:1:2:\nboom\n\
+                      INFO other\n\
+                      WARN floe::runtime: handler panicked; state rolled back actor=x panic=boom\n";
+        assert!(node_panics(caught).is_empty());
+        let real = format!(
+            "{caught}thread 'main' panicked at crates/floe/src/b.rs:3:4:\nindex out of bounds\n"
+        );
+        let found = node_panics(&real);
+        assert_eq!(found.len(), 1);
+        assert!(found[0].contains("b.rs"));
+        assert!(node_panics("INFO starting node\n").is_empty());
+    }
 }

@@ -5,6 +5,10 @@
 //! `info` (unknown: it may take effect at any time after its invocation, or never). A process
 //! that saw `info` never invokes again; its worker continues as a new process. Nemesis actions
 //! are `info` events of the process `"nemesis"`.
+//!
+//! A mutation sent with an explicit request id carries it in `request`. A later invocation with
+//! the same `request` (from another process) is a **retry of the same operation**: it cannot
+//! take effect a second time, and an `ok` answer to it is the operation's one outcome.
 
 use std::io::{BufRead, BufWriter, Write};
 use std::path::Path;
@@ -58,6 +62,9 @@ pub struct Event {
     /// Why it failed, for fail and info.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The request id (`session:seq`) of a mutation sent with an explicit one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
 }
 
 /// Appends events to a JSON-lines file and keeps them in memory for the checker.
@@ -113,6 +120,21 @@ impl Recorder {
         value: serde_json::Value,
         error: Option<String>,
     ) -> u64 {
+        self.record_request(process, kind, f, key, value, error, None)
+    }
+
+    /// [`Recorder::record`] for an operation sent with the request id `request`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_request(
+        &self,
+        process: Process,
+        kind: Kind,
+        f: &str,
+        key: Option<&str>,
+        value: serde_json::Value,
+        error: Option<String>,
+        request: Option<String>,
+    ) -> u64 {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let time = self.now();
         let ev = Event {
@@ -123,6 +145,7 @@ impl Recorder {
             value,
             time,
             error,
+            request,
         };
         if let Some(out) = g.out.as_mut() {
             let res = serde_json::to_writer(&mut *out, &ev)

@@ -4,6 +4,7 @@
 //! cargo run --release -p floe-jepsen -- --nodes 5 --nemesis partition,kill --workload register --time-limit 60
 //! cargo run --release -p floe-jepsen -- --nemesis all
 //! cargo run --release -p floe-jepsen -- check target/jepsen/<run>/partition/history.jsonl
+//! cargo run --release -p floe-jepsen -- --self-test duplicates --nemesis partition --time-limit 20
 //! ```
 //! Exit code: 0 every scenario valid, 1 something invalid, 2 the run itself failed.
 
@@ -59,13 +60,17 @@ struct RunArgs {
     /// Voters: 3 or 5.
     #[arg(long, default_value_t = 3)]
     nodes: usize,
-    /// Scenarios, comma separated, run in turn: partition, kill, pause, flaky, slow, clock,
-    /// membership, combined (all of them mixed), none, or all (every one).
+    /// Scenarios, comma separated, run in turn: partition, kill, kill-majority, kill-all, pause,
+    /// flaky, slow, clock, membership, combined (all of them mixed), none, or all (every one).
     #[arg(long, default_value = "all")]
     nemesis: String,
-    /// Objects: register, counter or both.
+    /// Workload: register, counter, both, retry, clients, bank or large (see the README).
     #[arg(long, value_enum, default_value_t = Workload::Both)]
     workload: Workload,
+    /// Passed to every node as `--idle-timeout-ms`: activations idle this long are deactivated
+    /// (and reactivated on the next call), so that happens under faults too.
+    #[arg(long)]
+    idle_timeout_ms: Option<u64>,
     /// Seconds of workload per scenario.
     #[arg(long, default_value_t = 60)]
     time_limit: u64,
@@ -99,10 +104,38 @@ struct RunArgs {
     /// No progress bar.
     #[arg(long)]
     no_progress: bool,
-    /// SELF-TEST ONLY: run the nodes with reads answered without a read index (not
-    /// linearizable); the run must then be reported invalid.
-    #[arg(long)]
-    unsafe_reads: bool,
+    /// Run against a deliberately broken `floe`, built (with cargo, into its own target
+    /// directory) with a self-test feature: `reads` (reads without a read index, checked with
+    /// the both workload) or `duplicates` (retried requests applied again, checked with the
+    /// retry workload). The run must be reported invalid from its history: exit code 1 when it
+    /// is, 0 (and "SELF-TEST NOT CAUGHT") when it is not.
+    #[arg(long, value_enum)]
+    self_test: Option<SelfTest>,
+}
+
+/// A deliberately broken build of `floe`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SelfTest {
+    /// Reads without a read index, last-writer-wins placement.
+    Reads,
+    /// The state machine ignores remembered outcomes: retries apply again.
+    Duplicates,
+}
+
+impl SelfTest {
+    fn feature(self) -> &'static str {
+        match self {
+            SelfTest::Reads => "floe-cli/unsafe-self-test-reads",
+            SelfTest::Duplicates => "floe-cli/unsafe-self-test-duplicates",
+        }
+    }
+
+    fn workload(self) -> Workload {
+        match self {
+            SelfTest::Reads => Workload::Both,
+            SelfTest::Duplicates => Workload::Retry,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -140,7 +173,7 @@ fn check(path: &std::path::Path, timeout: u64) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let parts = match checker::partition(&events) {
+    let (parts, conflicts) = match checker::partition_with_retries(&events) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("floe-jepsen: malformed history: {e}");
@@ -149,6 +182,15 @@ fn check(path: &std::path::Path, timeout: u64) -> ExitCode {
     };
     let r = checker::check(&parts, Duration::from_secs(timeout));
     let lost = checker::lost_counter_writes(&parts);
+    let excess = checker::excess_counter_totals(&parts);
+    let mut accounts: Vec<String> = events
+        .iter()
+        .filter_map(|e| e.key.clone())
+        .filter(|k| k.starts_with("bank/a"))
+        .collect();
+    accounts.sort();
+    accounts.dedup();
+    let bank = checker::check_bank(&events, &accounts);
     let (counts, _) = report::count(&events);
     println!(
         "{} events, {} ok / {} fail / {} info; {} keys, {} operations checked in {} ms",
@@ -169,15 +211,85 @@ fn check(path: &std::path::Path, timeout: u64) -> ExitCode {
     for (k, n) in &lost {
         println!("LOST {n} acknowledged increments of {k}");
     }
-    if r.valid && lost.is_empty() {
+    for c in &conflicts {
+        println!("RETRY CONFLICT {c:?}");
+    }
+    for (k, v, most) in &excess {
+        println!("EXCESS {k}: {v} > {most}, the sum of every add sent");
+    }
+    if bank.ran {
+        println!(
+            "bank: initial {} at rest {:?}, conserved {:?}, {} negative, {} transfers unknown",
+            bank.initial_total,
+            bank.final_total,
+            bank.conserved,
+            bank.negative.len(),
+            bank.transfers_unknown
+        );
+    }
+    let extra_ok = lost.is_empty() && conflicts.is_empty() && excess.is_empty() && bank.valid;
+    if r.valid && extra_ok {
         println!("valid");
         ExitCode::SUCCESS
-    } else if r.unknown && lost.is_empty() {
+    } else if r.unknown && extra_ok {
         println!("unknown");
         ExitCode::from(2)
     } else {
         println!("INVALID");
         ExitCode::from(1)
+    }
+}
+
+/// Build the self-test's broken `floe` with cargo, with its feature, in a separate invocation
+/// and a separate target directory (`<target>/selftest`, next to this binary's profile
+/// directory): feature unification can then never switch the feature on in the normal binary,
+/// and the normal binary is never overwritten. Built with the dev profile: quicker to build,
+/// and the bug does not depend on optimization.
+fn self_test_binary(t: SelfTest) -> Result<PathBuf, String> {
+    let cargo = std::env::var_os("CARGO").ok_or(
+        "--self-test builds the broken floe with cargo: run floe-jepsen through `cargo run`",
+    )?;
+    let me = std::env::current_exe().map_err(|e| format!("locating this binary: {e}"))?;
+    let profile_dir = me.parent().ok_or("this binary has no directory")?;
+    // Tests run from target/<profile>/deps.
+    let profile_dir = if profile_dir.ends_with("deps") {
+        profile_dir.parent().unwrap_or(profile_dir)
+    } else {
+        profile_dir
+    };
+    let target = profile_dir
+        .parent()
+        .ok_or("this binary is not in a cargo target directory")?
+        .join("selftest");
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
+    eprintln!(
+        "floe-jepsen: building the self-test floe (cargo build -p floe-cli --features {} --target-dir {})",
+        t.feature(),
+        target.display()
+    );
+    let status = std::process::Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "floe-cli",
+            "--features",
+            t.feature(),
+        ])
+        .arg("--manifest-path")
+        .arg(manifest)
+        .arg("--target-dir")
+        .arg(&target)
+        .status()
+        .map_err(|e| format!("running cargo build for the self-test: {e}"))?;
+    if !status.success() {
+        return Err("building the self-test floe failed".into());
+    }
+    let bin = target.join("debug").join("floe");
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(format!("no self-test binary at {}", bin.display()))
     }
 }
 
@@ -261,7 +373,11 @@ fn run(a: RunArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
-    let floe_bin = match floe_binary(a.floe_bin.clone()) {
+    let floe_bin = match (a.self_test, a.floe_bin.clone()) {
+        (Some(t), None) => self_test_binary(t),
+        (_, given) => floe_binary(given),
+    };
+    let floe_bin = match floe_bin {
         Ok(p) => p,
         Err(e) => return fail(e),
     };
@@ -298,7 +414,7 @@ fn run(a: RunArgs) -> ExitCode {
         nodes: a.nodes,
         time_limit: Duration::from_secs(a.time_limit),
         workload: WorkloadConfig {
-            workload: a.workload,
+            workload: a.self_test.map_or(a.workload, SelfTest::workload),
             concurrency: a.concurrency,
             rate: a.rate,
             active_keys: a.keys,
@@ -308,7 +424,8 @@ fn run(a: RunArgs) -> ExitCode {
         clients: a.clients,
         floe_bin,
         self_exe,
-        unsafe_reads: a.unsafe_reads,
+        idle_timeout_ms: a.idle_timeout_ms,
+        self_test: a.self_test.is_some(),
         check_timeout: Duration::from_secs(a.check_timeout),
         progress: !a.no_progress,
     };
@@ -332,8 +449,23 @@ fn run(a: RunArgs) -> ExitCode {
             };
             match r {
                 Ok(r) => {
+                    let w = &r.workload_stats;
+                    let extra = match r.workload {
+                        Workload::Retry | Workload::Clients => format!(
+                            "  sessions {} retries {} (answered {} expired {} unknown {} after >{} commits {})",
+                            w.sessions, w.retries, w.retries_answered, w.retries_expired,
+                            w.retries_unknown, floe_jepsen::workload::RETRY_AFTER_COMMITS, w.retries_after_commits
+                        ),
+                        Workload::Bank => format!(
+                            "  transfers ok {} refused {} unknown {} (expired {})  total {} -> {:?} conserved {}",
+                            r.bank.transfers_ok, r.bank.transfers_refused, r.bank.transfers_unknown,
+                            w.transfers_expired, r.bank.initial_total, r.bank.final_total,
+                            r.bank.conserved.map_or("unknown".to_string(), |c| c.to_string())
+                        ),
+                        _ => String::new(),
+                    };
                     eprintln!(
-                        "{:>12}: {}  ok {} fail {} info {}  keys {} ops {} checked in {} ms  lost {}  recovered in {} ms{}",
+                        "{:>12}: {}  ok {} fail {} info {}  keys {} ops {} checked in {} ms  lost {}  recovered in {} ms{}{}",
                         r.scenario,
                         if r.valid { "valid" } else { "INVALID" },
                         r.counts.ok,
@@ -344,6 +476,7 @@ fn run(a: RunArgs) -> ExitCode {
                         r.linearizability.elapsed_ms,
                         r.lost_writes.len(),
                         r.recovery_ms,
+                        extra,
                         if r.problems.is_empty() { String::new() } else { format!("\n{:>14}{}", "", r.problems.join("\n              ")) }
                     );
                     results.push(r);
@@ -361,6 +494,25 @@ fn run(a: RunArgs) -> ExitCode {
                 return fail(format!("writing the summary: {e}"));
             }
             eprintln!("floe-jepsen: report in {}/index.html", out.display());
+            if a.self_test.is_some() {
+                // Caught only through the history, not some other problem of the run.
+                let caught = results.iter().any(|r| {
+                    !r.linearizability.invalid_keys.is_empty()
+                        || !r.lost_writes.is_empty()
+                        || !r.retry_conflicts.is_empty()
+                        || !r.excess_counters.is_empty()
+                        || !r.bank.valid
+                });
+                return if caught {
+                    eprintln!(
+                        "floe-jepsen: self-test caught: the broken build is reported INVALID"
+                    );
+                    ExitCode::from(1)
+                } else {
+                    eprintln!("floe-jepsen: SELF-TEST NOT CAUGHT: the broken build looked valid");
+                    ExitCode::SUCCESS
+                };
+            }
             if results.iter().all(|r| r.valid) {
                 ExitCode::SUCCESS
             } else {

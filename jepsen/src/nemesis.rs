@@ -20,6 +20,10 @@ pub enum Fault {
     Partition,
     /// SIGKILL and restart.
     Kill,
+    /// SIGKILL a majority of the nodes at once, restart them on heal.
+    KillMajority,
+    /// SIGKILL every node, restart them all on heal.
+    KillAll,
     /// SIGSTOP and SIGCONT.
     Pause,
     /// Random packet loss.
@@ -34,9 +38,11 @@ pub enum Fault {
 
 impl Fault {
     /// Every fault kind.
-    pub const ALL: [Fault; 7] = [
+    pub const ALL: [Fault; 9] = [
         Fault::Partition,
         Fault::Kill,
+        Fault::KillMajority,
+        Fault::KillAll,
         Fault::Pause,
         Fault::Flaky,
         Fault::Slow,
@@ -49,6 +55,8 @@ impl Fault {
         match self {
             Fault::Partition => "partition",
             Fault::Kill => "kill",
+            Fault::KillMajority => "kill-majority",
+            Fault::KillAll => "kill-all",
             Fault::Pause => "pause",
             Fault::Flaky => "flaky",
             Fault::Slow => "slow",
@@ -88,7 +96,7 @@ impl Scenario {
                         .find(|f| f.name() == other)
                         .ok_or_else(|| {
                             format!(
-                                "unknown nemesis {other:?}: use partition, kill, pause, flaky, slow, clock, membership, combined, none or all"
+                                "unknown nemesis {other:?}: use partition, kill, kill-majority, kill-all, pause, flaky, slow, clock, membership, combined, none or all"
                             )
                         })?;
                     out.push(Scenario::single(*f));
@@ -346,6 +354,30 @@ impl<'a> Nemesis<'a> {
                     }
                     None => ("nothing".into(), Err("no live node to kill".into())),
                 }
+            }
+            Fault::KillMajority | Fault::KillAll => {
+                let mut live = self.cluster.live_ids();
+                live.shuffle(&mut rand::rng());
+                let members = self.cluster.nodes.len();
+                let n = if fault == Fault::KillAll {
+                    live.len()
+                } else {
+                    (members / 2 + 1).min(live.len())
+                };
+                live.truncate(n);
+                live.sort_unstable();
+                let mut res = if n == 0 {
+                    Err("no live node to kill".to_string())
+                } else {
+                    Ok(())
+                };
+                for (id, ok) in self.cluster.kill_together(&live).await {
+                    self.active.killed.push(id);
+                    if !ok {
+                        res = Err(format!("node {id} did not die of SIGKILL"));
+                    }
+                }
+                (format!("nodes {live:?} of {members}"), res)
             }
             Fault::Pause => {
                 let live = self.cluster.live_ids();
@@ -632,7 +664,7 @@ impl<'a> Nemesis<'a> {
                     net::heal_rules(s);
                 }
             }
-            Fault::Kill => {
+            Fault::Kill | Fault::KillMajority | Fault::KillAll => {
                 for id in std::mem::take(&mut self.active.killed) {
                     if let Err(e) = self.cluster.restart(id) {
                         detail = e.to_string();

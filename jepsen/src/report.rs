@@ -43,6 +43,16 @@ pub struct ScenarioResult {
     pub linearizability: CheckReport,
     /// Acknowledged counter increments missing after the final heal (key, amount).
     pub lost_writes: Vec<(String, i64)>,
+    /// The workload.
+    pub workload: crate::workload::Workload,
+    /// What the workload did beyond the counts (sessions, retries, expired requests).
+    pub workload_stats: crate::workload::WorkloadStats,
+    /// Retries whose answer differs from another answer of the same operation.
+    pub retry_conflicts: Vec<crate::checker::RetryConflict>,
+    /// Counters whose final value exceeds every add ever invoked (key, value, sum of adds).
+    pub excess_counters: Vec<(String, i64, i64)>,
+    /// The bank's invariants (bank workload).
+    pub bank: crate::checker::BankReport,
     /// Keys whose final read never succeeded.
     pub unread_keys: Vec<String>,
     /// Whether the cluster recovered after the final heal, and how long it took (ms).

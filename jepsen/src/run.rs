@@ -16,7 +16,7 @@ use crate::history::Recorder;
 use crate::nemesis::{Nemesis, Scenario};
 use crate::net::Lab;
 use crate::report::{self, ScenarioResult};
-use crate::workload::{self, Generator, WorkloadConfig};
+use crate::workload::{self, Generator, Workload, WorkloadConfig};
 
 /// Settings of a run.
 #[derive(Debug, Clone)]
@@ -33,8 +33,10 @@ pub struct RunConfig {
     pub floe_bin: PathBuf,
     /// This binary (it also runs the packet delayer).
     pub self_exe: PathBuf,
-    /// Nodes run the deliberately broken read path (self-test).
-    pub unsafe_reads: bool,
+    /// Passed to the nodes as `--idle-timeout-ms` (activations deactivate after this idle time).
+    pub idle_timeout_ms: Option<u64>,
+    /// The `floe` binary is a deliberately broken self-test build (expected to be caught).
+    pub self_test: bool,
     /// Time limit of each key's linearizability search.
     pub check_timeout: Duration,
     /// Show a progress bar.
@@ -55,7 +57,7 @@ pub enum RunError {
     Client(String),
 }
 
-async fn connect(cluster: &Cluster, cfg: &RunConfig) -> Result<Client, RunError> {
+fn client_config(cluster: &Cluster, cfg: &RunConfig) -> ClientConfig {
     let mut cc = ClientConfig::new(cluster.seed_addrs(), cluster.client_tls.clone());
     cc.call_timeout = cfg.workload.op_timeout;
     cc.attempt_timeout = cfg.workload.op_timeout.min(Duration::from_secs(1));
@@ -63,6 +65,11 @@ async fn connect(cluster: &Cluster, cfg: &RunConfig) -> Result<Client, RunError>
         listen: std::net::SocketAddr::from((Lab::client_ip(), 0)),
         ..TransportConfig::default()
     };
+    cc
+}
+
+async fn connect(cluster: &Cluster, cfg: &RunConfig) -> Result<Client, RunError> {
+    let cc = client_config(cluster, cfg);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match Client::connect(cc.clone()).await {
@@ -82,7 +89,7 @@ pub async fn run_scenario(
     std::fs::create_dir_all(dir).map_err(|e| RunError::Io(dir.display().to_string(), e))?;
     let opts = NodeOptions {
         faketime: scenario.needs_faketime(),
-        unsafe_reads: cfg.unsafe_reads,
+        idle_timeout_ms: cfg.idle_timeout_ms,
     };
     let slots = (cfg.nodes + 1) as u8;
     let mut cluster = Cluster::start(dir, &cfg.floe_bin, cfg.nodes, slots, opts).await?;
@@ -96,14 +103,39 @@ pub async fn run_scenario(
     for _ in 0..cfg.clients.max(1) {
         clients.push(Arc::new(connect(&cluster, cfg).await?));
     }
-    let gen_ = Generator::new(cfg.workload.clone());
+    let gen_ = Generator::new(cfg.workload.clone(), client_config(&cluster, cfg));
+    let mut problems = Vec::new();
+    match cfg.workload.workload {
+        Workload::Retry => {
+            // An id taken and never used keeps each session's acknowledgement floor below every
+            // later call for the client's retry window, so the cluster must keep (and give back)
+            // every outcome: retries then test remembered answers, not only Expired.
+            for c in &clients {
+                if let Err(e) = c.new_request_id().await {
+                    return Err(RunError::Client(format!("opening a session: {e}")));
+                }
+            }
+        }
+        Workload::Bank => {
+            let failed = workload::bank_setup(
+                &gen_,
+                &clients[0],
+                &rec,
+                Instant::now() + Duration::from_secs(30),
+            )
+            .await;
+            if !failed.is_empty() {
+                problems.push(format!("bank accounts could not be opened: {failed:?}"));
+            }
+        }
+        _ => {}
+    }
     let until = Instant::now() + cfg.time_limit;
     let mut workers = Vec::new();
     for w in 0..cfg.workload.concurrency {
-        let client = clients[w % clients.len()].clone();
         workers.push(tokio::spawn(workload::worker(
             gen_.clone(),
-            client,
+            clients.clone(),
             rec.clone(),
             w as u64,
             until,
@@ -169,7 +201,6 @@ pub async fn run_scenario(
     let healed = Instant::now();
     let health = cluster.wait_healthy(Duration::from_secs(60)).await;
     let recovery_ms = healed.elapsed().as_millis() as u64;
-    let mut problems = Vec::new();
     if let Err(e) = &health {
         problems.push(format!("no recovery after the final heal: {e}"));
     }
@@ -196,25 +227,70 @@ pub async fn run_scenario(
     if !panics.is_empty() {
         problems.push(format!("{} panics in node logs", panics.len()));
     }
+    let broken_build = cluster.self_test_build();
+    if broken_build != cfg.self_test {
+        problems.push(if broken_build {
+            "the floe binary is a deliberately broken self-test build".into()
+        } else {
+            "the self-test's floe binary is not a self-test build".into()
+        });
+    }
     if let Err(e) = rec.flush() {
         problems.push(format!("the history file is incomplete: {e}"));
     }
     bar.set_message("checking".to_string());
     let events = rec.events();
     let (counts, counts_by_f) = report::count(&events);
-    let (lin, lost) = match checker::partition(&events) {
-        Ok(parts) => {
+    let (lin, lost, conflicts, excess) = match checker::partition_with_retries(&events) {
+        Ok((parts, conflicts)) => {
             let r = checker::check(&parts, cfg.check_timeout);
-            (r, checker::lost_counter_writes(&parts))
+            (
+                r,
+                checker::lost_counter_writes(&parts),
+                conflicts,
+                checker::excess_counter_totals(&parts),
+            )
         }
         Err(e) => {
             problems.push(format!("malformed history: {e}"));
             (
                 checker::check(&Default::default(), cfg.check_timeout),
                 Vec::new(),
+                Vec::new(),
+                Vec::new(),
             )
         }
     };
+    if !conflicts.is_empty() {
+        problems.push(format!(
+            "{} retries answered differently from their operation's first answer (first: {:?})",
+            conflicts.len(),
+            conflicts[0]
+        ));
+    }
+    if !excess.is_empty() {
+        problems.push(format!(
+            "counters above the sum of every add ever sent (applied twice?): {excess:?}"
+        ));
+    }
+    let bank = checker::check_bank(&events, &gen_.accounts());
+    if bank.ran {
+        if !bank.negative.is_empty() {
+            problems.push(format!("negative balances: {:?}", bank.negative));
+        }
+        match bank.conserved {
+            Some(false) => problems.push(format!(
+                "money not conserved: initial total {}, at rest {:?} ({} transfers of unknown outcome, {} in all)",
+                bank.initial_total, bank.final_total, bank.transfers_unknown, bank.unknown_amount
+            )),
+            Some(true) => {}
+            None => eprintln!(
+                "floe-jepsen: {}: conservation unknown: {} transfers of unknown outcome (expired or unresolved)",
+                scenario.name, bank.transfers_unknown
+            ),
+        }
+    }
+    let stats = gen_.stats();
     if !lin.invalid_keys.is_empty() {
         problems.push(format!(
             "{} keys are not linearizable",
@@ -250,6 +326,11 @@ pub async fn run_scenario(
         counts_by_f,
         linearizability: lin,
         lost_writes: lost,
+        workload: cfg.workload.workload,
+        workload_stats: stats,
+        retry_conflicts: conflicts,
+        excess_counters: excess,
+        bank,
         unread_keys: unread,
         recovered: health.is_ok(),
         recovery_ms,

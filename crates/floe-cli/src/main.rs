@@ -401,13 +401,19 @@ async fn node(a: NodeArgs) -> Result<(), CliError> {
     if let Some(ms) = a.idle_timeout_ms.or(f.idle_timeout_ms) {
         runtime.idle_timeout = millis("idle_timeout_ms", ms)?;
     }
-    if std::env::var_os("FLOE_UNSAFE_UNCONFIRMED_READS").is_some_and(|v| v == "1") {
+    #[cfg(feature = "unsafe-self-test-reads")]
+    {
         tracing::warn!(
-            "FLOE_UNSAFE_UNCONFIRMED_READS=1: reads are answered without a read index; \
+            "built with unsafe-self-test-reads: reads are answered without a read index; \
              this node is NOT linearizable (consistency-harness self-test only)"
         );
         runtime.unsafe_unconfirmed_reads = true;
     }
+    #[cfg(feature = "unsafe-self-test-duplicates")]
+    tracing::warn!(
+        "built with unsafe-self-test-duplicates: retried requests are applied again; \
+         this node is NOT exactly-once (consistency-harness self-test only)"
+    );
     // Bind the admin port before anything else can fail half-way.
     let admin = match a.admin.or(f.admin) {
         Some(addr) => Some(

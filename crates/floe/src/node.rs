@@ -60,8 +60,8 @@ pub struct RuntimeConfig {
     /// that left the state unchanged from the activation's memory, without confirming through
     /// a read index that this node still owns the actor, reactivate from the local directory
     /// without one, and take over actors placed elsewhere (last-writer-wins placement, as in
-    /// systems without fencing). Old owners then serve stale reads. Never set this in
-    /// production.
+    /// systems without fencing). Old owners then serve stale reads. It takes effect only in a
+    /// build with the `unsafe-self-test-reads` feature; never set this in production.
     #[doc(hidden)]
     pub unsafe_unconfirmed_reads: bool,
 }
@@ -207,11 +207,13 @@ impl NodeBuilder {
         self
     }
 
-    /// Host the built-in register, counter and echo actors ([`crate::builtin`]).
+    /// Host the built-in register, counter, echo, account and teller actors ([`crate::builtin`]).
     pub fn register_builtins(self) -> Self {
         self.register::<crate::builtin::Register>()
             .register::<crate::builtin::Counter>()
             .register::<crate::builtin::Echo>()
+            .register::<crate::builtin::Account>()
+            .register::<crate::builtin::Teller>()
     }
 
     /// Host actors of type `A` on this node.

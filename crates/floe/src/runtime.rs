@@ -100,6 +100,12 @@ impl<A> TypedFactory<A> {
     }
 }
 
+/// Whether the self-test's broken read path is on: only in a build with the
+/// `unsafe-self-test-reads` feature, and only when the configuration asks for it.
+fn unsafe_reads(config: &RuntimeConfig) -> bool {
+    cfg!(feature = "unsafe-self-test-reads") && config.unsafe_unconfirmed_reads
+}
+
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     p.downcast_ref::<&str>()
         .map(|s| s.to_string())
@@ -198,7 +204,9 @@ impl<A: Actor> Activation<A> {
                 .request_status(call.request)
                 .await
                 .map_err(|e| CallFailure::Unavailable(e.to_string()))?;
-            if let RequestStatus::Done(o) = status {
+            if let RequestStatus::Done(o) = status
+                && !cfg!(feature = "unsafe-self-test-duplicates")
+            {
                 return answer(o.outcome);
             }
         }
@@ -282,7 +290,7 @@ impl<A: Actor> Activation<A> {
                     .write(rt, inner, call, before, None, Outcome::Reply(reply))
                     .await;
             }
-            if rt.config.unsafe_unconfirmed_reads {
+            if unsafe_reads(&rt.config) {
                 return Ok(reply);
             }
             if confirmed {
@@ -990,7 +998,7 @@ impl Runtime {
         };
         match owner(&self.view).await? {
             Some(p) if self.owned_here(&p) => {
-                if self.config.unsafe_unconfirmed_reads {
+                if unsafe_reads(&self.config) {
                     return Ok(p.epoch);
                 }
                 self.linearize().await?;
@@ -1000,7 +1008,7 @@ impl Runtime {
                     None => {}
                 }
             }
-            Some(p) if self.config.unsafe_unconfirmed_reads => {
+            Some(p) if unsafe_reads(&self.config) => {
                 // Self-test mode: last-writer-wins placement, as in systems without fencing.
                 let release = Command::Release {
                     actor: id.clone(),
@@ -1012,7 +1020,7 @@ impl Runtime {
             None => {}
         }
         let preferred = match &self.link {
-            Some(_) if self.config.unsafe_unconfirmed_reads => self.node,
+            Some(_) if unsafe_reads(&self.config) => self.node,
             None => self.node,
             Some(link) => {
                 let candidates: Vec<raft_store::NodeRecord> = self
