@@ -59,6 +59,8 @@ impl Syncer {
     }
 
     pub(crate) fn sync(&self) -> Result<(), StoreError> {
+        #[cfg(feature = "fault-injection")]
+        fault::check()?;
         self.db.flush()?;
         if let Some(b) = &self.blobs {
             b.sync()?;
@@ -72,6 +74,25 @@ impl Syncer {
     #[cfg(test)]
     pub(crate) fn blobs(&self) -> Option<Arc<BlobSyncer>> {
         self.blobs.clone()
+    }
+}
+
+/// The storage fault hook of test-only builds: while the file named by `FLOE_FAULT_FSYNC`
+/// exists, every flush fails as an `fdatasync` failing with EIO would.
+#[cfg(feature = "fault-injection")]
+mod fault {
+    use std::io;
+
+    use crate::error::StoreError;
+
+    pub(super) fn check() -> Result<(), StoreError> {
+        let Some(path) = std::env::var_os("FLOE_FAULT_FSYNC") else {
+            return Ok(());
+        };
+        if std::path::Path::new(&path).exists() {
+            return Err(StoreError::Io(io::Error::from_raw_os_error(5)));
+        }
+        Ok(())
     }
 }
 

@@ -24,7 +24,7 @@ use floe_net::{Role, Transport, TransportConfig};
 use crate::actor::Actor;
 use crate::cluster::{ClusterConfig, ClusterView, Link, NodeService};
 use crate::context::ActorRef;
-use crate::runtime::{Factory, Runtime, TypedFactory};
+use crate::runtime::{Factory, RegisterError, Runtime, TypedFactory};
 
 /// Settings of the actor runtime.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +49,13 @@ pub struct RuntimeConfig {
     /// Largest serialized message or reply; larger ones fail with
     /// [`crate::CallFailure::TooLarge`].
     pub max_message_bytes: usize,
+    /// What to do when the node's Raft core stops on a fatal error (a storage fault such as an
+    /// `fdatasync` failing with EIO, a Raft core panic): the node stops serving at once either
+    /// way, since nothing it holds can be trusted any more; with `true` (the default) the
+    /// process also exits with status 70 after logging why, so that its supervisor restarts
+    /// it on a fresh start. Embedders that run several nodes in one process (tests) set `false`
+    /// and watch [`Node::failed`].
+    pub exit_on_fatal: bool,
     /// A client session without a commit for this long expires, and the outcomes it still
     /// holds are forgotten: a retry after that gets [`crate::CallFailure::Expired`]. Measured
     /// on the Raft leader's clock, carried in the log. Must exceed the longest call deadline.
@@ -77,6 +84,7 @@ impl Default for RuntimeConfig {
             max_inflight_batches: 4,
             max_state_bytes: 4 << 20,
             max_message_bytes: 1 << 20,
+            exit_on_fatal: true,
             session_idle_timeout: Duration::from_secs(3600),
             retry_window: crate::session::DEFAULT_RETRY_WINDOW,
             unsafe_unconfirmed_reads: false,
@@ -398,8 +406,30 @@ impl NodeBuilder {
                 .await
                 .map_err(|e| raft_err(&e))?;
         }
-        rt.register().await.map_err(BuildError::Register)?;
+        // The registration may meet a leader change or a lost connection (right after a
+        // restart, under faults): it is idempotent, so try again until the startup timeout.
+        let startup = self
+            .cluster
+            .as_ref()
+            .map_or(Duration::from_secs(30), |c| c.startup_timeout);
+        let deadline = std::time::Instant::now() + startup;
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            match rt.register().await {
+                Ok(()) => break,
+                Err(RegisterError::Refused(e)) => return Err(BuildError::Register(e)),
+                Err(RegisterError::Transient(e)) if std::time::Instant::now() >= deadline => {
+                    return Err(BuildError::Register(e));
+                }
+                Err(RegisterError::Transient(e)) => {
+                    tracing::info!(error = %e, "registering the node failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                }
+            }
+        }
         tokio::spawn(crate::runtime::session_clock(Arc::downgrade(&rt)));
+        tokio::spawn(fail_stop(Arc::downgrade(&rt)));
         tracing::info!(node = self.id, incarnation, dir = %dir.display(), "node started");
         Ok(Node { rt, raft })
     }
@@ -515,6 +545,23 @@ impl Node {
         Ok(id)
     }
 
+    /// Resolves with the reason once this node stopped on a fatal error (see
+    /// [`RuntimeConfig::exit_on_fatal`]); pending forever while it is healthy.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn failed(&self) -> String {
+        let mut rx = self.rt.failed.subscribe();
+        loop {
+            if let Some(why) = rx.borrow_and_update().clone() {
+                return why;
+            }
+            if rx.changed().await.is_err() {
+                return "the node is gone".into();
+            }
+        }
+    }
+
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.rt.node
@@ -539,6 +586,9 @@ impl Node {
     /// Whether this node can serve: Raft has a leader and the directory has this node alive in
     /// its current incarnation.
     pub async fn ready(&self) -> bool {
+        if self.rt.failure().is_some() {
+            return false;
+        }
         let leader = self
             .raft
             .metrics()
@@ -681,6 +731,42 @@ impl RaftNetworkV2<TypeConfig> for NoPeer {
         _option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         Err(StreamingError::Network(self.err()))
+    }
+}
+
+/// Watch the Raft core: once it stops on a fatal error, stop serving, and exit the process if so
+/// configured. After a failed fsync nothing may be retried or believed: the data on disk may be
+/// missing writes that were reported durable, so only a restart (which recovers from what is on
+/// disk and catches up from the others) is safe.
+async fn fail_stop(rt: std::sync::Weak<Runtime>) {
+    use raft_store::types::openraft::error::Fatal;
+    let mut metrics = match rt.upgrade() {
+        Some(rt) => rt.raft.metrics(),
+        None => return,
+    };
+    loop {
+        let fatal = match &metrics.borrow_watched().running_state {
+            // A normal stop (shutdown) is not a failure.
+            Ok(()) | Err(Fatal::Stopped) => None,
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(why) = fatal {
+            let Some(rt) = rt.upgrade() else { return };
+            tracing::error!(node = rt.node_id(), error = %why, "fatal Raft error: the node stops serving");
+            rt.fail(why.clone()).await;
+            if rt.config.exit_on_fatal {
+                eprintln!(
+                    "floe: fatal: node {} stopped on a fatal Raft error: {why}",
+                    rt.node_id()
+                );
+                std::process::exit(70);
+            }
+            return;
+        }
+        if metrics.changed().await.is_err() {
+            // The core is gone; what it reported last was read above.
+            return;
+        }
     }
 }
 

@@ -562,6 +562,8 @@ pub(crate) struct Runtime {
     opening: tokio::sync::Mutex<()>,
     started: Instant,
     shutting_down: AtomicBool,
+    /// Why the node stopped on a fatal error, once it did.
+    pub(crate) failed: tokio::sync::watch::Sender<Option<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -604,6 +606,7 @@ impl Runtime {
             opening: tokio::sync::Mutex::new(()),
             started: Instant::now(),
             shutting_down: AtomicBool::new(false),
+            failed: tokio::sync::watch::Sender::new(None),
         });
         tokio::spawn(sweep(Arc::downgrade(&rt)));
         rt
@@ -1148,6 +1151,23 @@ impl Runtime {
         }
     }
 
+    /// The reason this node stopped on a fatal error, if it did.
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.failed.borrow().clone()
+    }
+
+    /// The node's storage or Raft core failed: serve nothing from now on. Activations are
+    /// dropped without their deactivate hooks (they could not commit anything), and the
+    /// endpoint is closed so that peers and clients go elsewhere at once.
+    pub(crate) async fn fail(&self, why: String) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        self.failed.send_replace(Some(why));
+        lock(&self.table).clear();
+        if let Some(link) = &self.link {
+            link.transport.shutdown(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Stop accepting calls and deactivate every activation (running their hooks).
     pub(crate) async fn shutdown(self: &Arc<Self>) {
         self.shutting_down.store(true, Ordering::Relaxed);
@@ -1160,11 +1180,11 @@ impl Runtime {
         let next = crate::node::next_incarnation(&self.dir).map_err(|e| e.to_string())?;
         self.incarnation.store(next, Ordering::SeqCst);
         self.deactivate_all().await;
-        self.register().await
+        self.register().await.map_err(|e| e.to_string())
     }
 
     /// Register this node (its current incarnation and actor types) in the directory.
-    pub(crate) async fn register(&self) -> Result<(), String> {
+    pub(crate) async fn register(&self) -> Result<(), RegisterError> {
         let mut actor_types: Vec<String> = self.registry.keys().map(|k| k.to_string()).collect();
         actor_types.sort();
         let addr = self
@@ -1179,8 +1199,25 @@ impl Runtime {
         };
         match self.proposer.propose(cmd).await {
             Ok(CommandResult::Register(raft_store::RegisterResult::Registered)) => Ok(()),
-            Ok(other) => Err(format!("{other:?}")),
-            Err(e) => Err(e.to_string()),
+            Ok(other) => Err(RegisterError::Refused(format!("{other:?}"))),
+            Err(e) => Err(RegisterError::Transient(e.to_string())),
+        }
+    }
+}
+
+/// Why a registration did not land.
+#[derive(Debug)]
+pub(crate) enum RegisterError {
+    /// The directory refused it (a newer incarnation is known): do not retry.
+    Refused(String),
+    /// No leader, or the outcome is unknown: registering again is safe.
+    Transient(String),
+}
+
+impl std::fmt::Display for RegisterError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RegisterError::Refused(e) | RegisterError::Transient(e) => f.write_str(e),
         }
     }
 }

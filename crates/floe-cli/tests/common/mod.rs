@@ -108,10 +108,27 @@ pub struct Proc {
     pub args: Vec<String>,
     pub log: PathBuf,
     pub child: Option<Child>,
+    /// The executable (the `floe` of this build unless a test chose another).
+    pub bin: PathBuf,
+    /// Extra environment of the process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Proc {
     pub fn new(root: &Path, certs: &Certs, id: u64, port: u16, extra: &[String]) -> Self {
+        Self::with_binary(root, certs, id, port, extra, Path::new(FLOE), Vec::new())
+    }
+
+    /// A node running `bin` with `env` added to its environment.
+    pub fn with_binary(
+        root: &Path,
+        certs: &Certs,
+        id: u64,
+        port: u16,
+        extra: &[String],
+        bin: &Path,
+        env: Vec<(String, String)>,
+    ) -> Self {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
         let data = root.join(format!("node-{id}"));
         let mut args: Vec<String> = vec![
@@ -133,6 +150,8 @@ impl Proc {
             args,
             log,
             child: None,
+            bin: bin.to_path_buf(),
+            env,
         };
         p.start();
         p
@@ -144,8 +163,9 @@ impl Proc {
             .append(true)
             .open(&self.log)
             .expect("log");
-        let child = Command::new(FLOE)
+        let child = Command::new(&self.bin)
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("FLOE_LOG", "info,openraft=warn")
             .stdout(Stdio::null())
             .stderr(log)
