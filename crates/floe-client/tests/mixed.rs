@@ -84,3 +84,33 @@ async fn a_gateway_without_the_actor_type_forwards_instead_of_bad_request() {
         n.shutdown().await.expect("shutdown");
     }
 }
+
+/// Stateless actors are fenced like the others: once their node is declared down, its old
+/// activation no longer answers; the call is answered under a newer placement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stateless_actor_on_a_node_declared_down_does_not_answer_under_its_old_epoch() {
+    init_tracing();
+    let pki = Pki::new();
+    let root = tempfile::tempdir().expect("tempdir");
+    let nodes = cluster(&pki, root.path(), 3, floe::Placement::PreferLocal).await;
+    let x = &nodes[2];
+    let (node, epoch) = x.actor::<WhoAmI>("w").call(Who).await.expect("who");
+    assert_eq!(node, x.id(), "prefer-local placement");
+    println!("phase 1: node {node} is declared down while it keeps running");
+    let down = raft_store::Command::NodeDown {
+        node,
+        incarnation: x.incarnation(),
+    };
+    let leader_id = nodes[0].raft().current_leader().await.expect("a leader");
+    let leader = nodes
+        .iter()
+        .find(|n| n.id() == leader_id)
+        .expect("the leader is a member");
+    leader.raft().client_write(down).await.expect("node down");
+    println!("phase 2: a call through it is answered under a newer placement");
+    let (_, after) = x.actor::<WhoAmI>("w").call(Who).await.expect("who again");
+    assert!(after > epoch, "answered under the old epoch {epoch}");
+    for n in nodes {
+        n.shutdown().await.expect("shutdown");
+    }
+}

@@ -5,6 +5,13 @@
 //! through Raft (with the activation's epoch, which fences stale activations) before the reply
 //! is sent. A handler that fails or panics leaves the committed state untouched.
 //!
+//! Calls are exactly-once across retries within an explicit window (see [`session`]): a retry
+//! with the same [`RequestId`] gets the original answer, or [`CallFailure::Expired`] (outcome
+//! unknown) once the outcome was forgotten, never a fresh answer. States are bounded by
+//! [`RuntimeConfig::max_state_bytes`] and messages by [`RuntimeConfig::max_message_bytes`]
+//! ([`CallFailure::TooLarge`]). Stateless actors are fenced like stateful ones. A node whose
+//! storage fails stops serving at once ([`RuntimeConfig::exit_on_fatal`]).
+//!
 //! ```
 //! use floe::prelude::*;
 //! use serde::{Deserialize, Serialize};

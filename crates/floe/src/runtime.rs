@@ -277,8 +277,17 @@ impl<A: Actor> Activation<A> {
             }
         };
         let Some(after) = after else {
-            // Stateless: nothing to commit or fence; the calls it made carry ids derived from
-            // this one, so a retry repeats them without applying them twice.
+            // Stateless: nothing to commit, but fenced like any actor: it answers only while its
+            // placement is current, so a partitioned or deposed node cannot keep answering while
+            // another activation runs elsewhere. The calls it made carry ids derived from this
+            // one, so a retry repeats them without applying them twice.
+            if !confirmed && !unsafe_reads(&rt.config) {
+                rt.confirm_owner(&self.id, self.epoch)
+                    .await
+                    .inspect_err(|_| {
+                        inner.alive = false;
+                    })?;
+            }
             return Ok(reply);
         };
         if Some(&after) == before.as_ref() {

@@ -166,6 +166,7 @@ pub async fn start_with(
         .register::<Account>()
         .register::<Slow>()
         .register::<Blob>()
+        .register::<WhoAmI>()
         .register_builtins()
         .build()
         .await
@@ -368,5 +369,21 @@ impl Handler<Size> for Blob {
         _: &mut Context<Self>,
     ) -> Result<(usize, Option<u8>), Never> {
         Ok((self.data.len(), self.data.first().copied()))
+    }
+}
+
+/// A stateless actor that says which node and epoch answered.
+#[derive(Actor, Default)]
+#[actor(name = "test.WhoAmI", stateless, handles(Who))]
+pub struct WhoAmI;
+
+#[derive(Message, Serialize, Deserialize)]
+#[message(reply = (u64, u64))]
+pub struct Who;
+
+impl Handler<Who> for WhoAmI {
+    type Error = Never;
+    async fn handle(&mut self, _: Who, ctx: &mut Context<Self>) -> Result<(u64, u64), Never> {
+        Ok((ctx.node(), ctx.epoch()))
     }
 }
