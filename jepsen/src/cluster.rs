@@ -240,7 +240,11 @@ impl Cluster {
         cmd.args(["netns", "exec", &Lab::node_ns(p.slot)])
             .arg(&self.floe_bin)
             .args(&p.args)
-            .env("FLOE_LOG", "info,openraft=error")
+            .env(
+                "FLOE_LOG",
+                std::env::var("FLOE_JEPSEN_NODE_LOG")
+                    .unwrap_or_else(|_| "info,openraft=error".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -296,6 +296,13 @@ impl NodeBuilder {
             election_timeout_min: timing.election_min_ms,
             election_timeout_max: timing.election_max_ms,
             enable_pre_vote: Some(true),
+            // A restarted leader must win a new election before it leads again. openraft can
+            // instead resume the term it led before the restart, but our leader replicates
+            // entries that are not yet durable on its own disk: after a crash of every node its
+            // log may end before entries its followers hold, and in the old term it would write
+            // new entries under those same log ids, which the followers take for the ones they
+            // have, and the logs diverge. One voter alone has no followers to diverge from.
+            enable_leader_restore: Some(link.is_none()),
             snapshot_policy: raft_store::types::openraft::SnapshotPolicy::LogsSinceLast(10_000),
             max_in_snapshot_log_to_keep: 1_000,
             install_snapshot_timeout: 10_000,
