@@ -127,6 +127,19 @@ impl Cluster {
             return Err(ClusterError::NoFaketime);
         }
         std::fs::create_dir_all(dir).map_err(|e| ClusterError::Io(dir.display().to_string(), e))?;
+        // A reused output directory: the data of an earlier run belongs to another cluster (its
+        // own CA), and the nodes would refuse it.
+        let io = |p: &Path, e| ClusterError::Io(p.display().to_string(), e);
+        for entry in std::fs::read_dir(dir).map_err(|e| io(dir, e))? {
+            let path = entry.map_err(|e| io(dir, e))?.path();
+            let stale = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("data-"));
+            if stale {
+                std::fs::remove_dir_all(&path).map_err(|e| io(&path, e))?;
+            }
+        }
         let certs = dir.join("certs");
         std::fs::create_dir_all(&certs)
             .map_err(|e| ClusterError::Io(certs.display().to_string(), e))?;

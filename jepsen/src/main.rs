@@ -240,6 +240,26 @@ fn check(path: &std::path::Path, timeout: u64) -> ExitCode {
     }
 }
 
+/// A `cargo` command without the variables `cargo run` set for this binary (`CARGO_MANIFEST_DIR`,
+/// `CARGO_PKG_*`, ...): build scripts such as ring's ask to rerun when those change, so leaving
+/// them in would rebuild half the dependency tree on every run and again on the next `cargo run`.
+fn cargo_command(cargo: &std::ffi::OsStr) -> std::process::Command {
+    let mut cmd = std::process::Command::new(cargo);
+    for (k, _) in std::env::vars_os() {
+        let Some(k) = k.to_str() else { continue };
+        let set_by_run = k.starts_with("CARGO_PKG_")
+            || k.starts_with("CARGO_MANIFEST_")
+            || matches!(
+                k,
+                "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE" | "OUT_DIR"
+            );
+        if set_by_run {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
 /// Build the self-test's broken `floe` with cargo, with its feature, in a separate invocation
 /// and a separate target directory (`<target>/selftest`, next to this binary's profile
 /// directory): feature unification can then never switch the feature on in the normal binary,
@@ -267,7 +287,7 @@ fn self_test_binary(t: SelfTest) -> Result<PathBuf, String> {
         t.feature(),
         target.display()
     );
-    let status = std::process::Command::new(cargo)
+    let status = cargo_command(&cargo)
         .args([
             "build",
             "--quiet",
@@ -310,7 +330,7 @@ fn floe_binary(given: Option<PathBuf>) -> Result<PathBuf, String> {
     if let Some(cargo) = std::env::var_os("CARGO") {
         let release = dir.ends_with("release");
         let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
-        let mut cmd = std::process::Command::new(cargo);
+        let mut cmd = cargo_command(&cargo);
         cmd.args([
             "build",
             "--quiet",
