@@ -291,6 +291,16 @@ pub async fn run_scenario(
         }
     }
     let stats = gen_.stats();
+    // Nothing may expire inside a run: sessions expire after an hour idle and the client keeps an
+    // unknown outcome retrievable for its retry window, both longer than the run (and the
+    // clock nemesis moves a clock by minutes, not hours). An expiry is an exactly-once outcome
+    // lost to the client too early.
+    let expired = stats.retries_expired + stats.transfers_expired;
+    if expired > 0 && cfg.time_limit < floe::session::DEFAULT_RETRY_WINDOW {
+        problems.push(format!(
+            "{expired} requests expired (outcome unknown) within a run shorter than the retry window"
+        ));
+    }
     if !lin.invalid_keys.is_empty() {
         problems.push(format!(
             "{} keys are not linearizable",

@@ -371,6 +371,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Some((_, v)) => Some(decode::<Entry>(&v, "log entry")?.log_id),
             None => last_purged,
         };
+        // Entries up to the purge point count as gone. A purge interrupted by a crash leaves
+        // some behind, and one that follows a snapshot install may reach past the end of the
+        // log: then the log ends at the purge point.
+        let last = match (last, last_purged) {
+            (Some(l), Some(p)) if l.index <= p.index => Some(p),
+            (l, _) => l,
+        };
         Ok(LogState {
             last_purged_log_id: last_purged,
             last_log_id: last,
@@ -466,6 +473,39 @@ mod tests {
     use crate::{StoreConfig, open};
 
     const STATE: usize = 3 << 20;
+
+    /// A purge past the end of the log (after a snapshot install) interrupted by a crash leaves
+    /// the purge point written and older entries still there: the log then ends at the purge
+    /// point, which openraft requires (a last log id below the last purged one is refused as
+    /// corruption, and the node could not start).
+    #[tokio::test]
+    async fn an_interrupted_purge_past_the_end_leaves_the_log_at_the_purge_point() {
+        use openraft::storage::RaftLogStorage;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut log, _sm) = open(dir.path(), &StoreConfig::default()).expect("open");
+        let entries: Vec<Entry> = (1..=5)
+            .map(|i| Entry {
+                log_id: openraft::testing::log_id::<TypeConfig>(1, 1, i),
+                payload: EntryPayload::Blank,
+            })
+            .collect();
+        let (tx, rx) = TypeConfig::oneshot();
+        log.append(entries, IOFlushed::signal(tx))
+            .await
+            .expect("append");
+        rx.await.expect("reported").expect("durable");
+        // What a crash part way through `purge(T1-N1.10)` leaves: the point, and entries 3..=5.
+        let upto = openraft::testing::log_id::<TypeConfig>(1, 1, 10);
+        log.meta
+            .insert(LAST_PURGED, encode(&upto).expect("encode"))
+            .expect("insert");
+        for i in 1..=2 {
+            log.log.remove(log_key(i)).expect("remove");
+        }
+        let st = log.get_log_state().await.expect("log state");
+        assert_eq!(st.last_purged_log_id, Some(upto));
+        assert_eq!(st.last_log_id, Some(upto));
+    }
 
     /// An entry far above sled's blob threshold is reported durable only after the blob file
     /// holding it, at its full length, and the blobs directory were fsynced.

@@ -504,7 +504,18 @@ fn expire_sessions<T: Tables>(
     idle_ms: u64,
 ) -> Result<SessionResult, T::Error> {
     let mut clock = tables.clock()?;
+    let first_tick = clock.now_ms == 0 && now_ms > 0;
     clock.now_ms = clock.now_ms.max(now_ms);
+    if first_tick {
+        // Sessions opened or used before the clock was first set carry no time (0): they were
+        // active no earlier than now, not at the epoch.
+        for id in tables.idle_sessions(1)? {
+            if let Some(mut s) = tables.session(id)? {
+                s.last_active_ms = clock.now_ms;
+                tables.put_session(id, &s)?;
+            }
+        }
+    }
     let idle = tables.idle_sessions(clock.now_ms.saturating_sub(idle_ms))?;
     for id in &idle {
         for req in tables.outcomes_below(*id, u64::MAX)? {
@@ -959,6 +970,45 @@ mod tests {
         );
         // Session ids are never handed out twice.
         assert!(open(&mut t) > s);
+    }
+
+    /// A cluster's clock is first set by the leader's first tick, some time after it started:
+    /// sessions opened and used before it count as active at that tick, not at time 0 (which
+    /// expired every early session at the first tick, 30 s into the life of a cluster).
+    #[test]
+    fn sessions_used_before_the_first_tick_are_not_idle_at_it() {
+        let mut t = MemTables::default();
+        run(&mut t, reg(1, 1));
+        run(&mut t, act("x", 1));
+        let s = open(&mut t);
+        assert_eq!(
+            run(&mut t, commit("x", 1, b"a", Some((s, 1)))),
+            CommandResult::Commit(CommitResult::Committed { version: 1 })
+        );
+        let hour = 3_600_000;
+        let now = 1_796_000_000_000;
+        let tick = |now_ms| Command::ExpireSessions {
+            now_ms,
+            idle_ms: hour,
+        };
+        assert_eq!(
+            run(&mut t, tick(now)),
+            CommandResult::Session(SessionResult::Expired { count: 0 })
+        );
+        // Its outcome is still there for a retry.
+        assert!(matches!(
+            run(&mut t, commit("x", 1, b"a", Some((s, 1)))),
+            CommandResult::Commit(CommitResult::Duplicate { version: 1, .. })
+        ));
+        // Idle for an hour after that tick: expired.
+        assert_eq!(
+            run(&mut t, tick(now + hour - 1)),
+            CommandResult::Session(SessionResult::Expired { count: 0 })
+        );
+        assert_eq!(
+            run(&mut t, tick(now + hour + 1)),
+            CommandResult::Session(SessionResult::Expired { count: 1 })
+        );
     }
 
     #[test]

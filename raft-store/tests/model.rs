@@ -191,6 +191,12 @@ impl Model {
                 CommandResult::Session(SessionResult::Opened { session: id })
             }
             Command::ExpireSessions { now_ms, idle_ms } => {
+                // Activity before the clock was ever set counts as activity at its first value.
+                if self.now == 0 && *now_ms > 0 {
+                    for (_, last) in self.sessions.values_mut() {
+                        *last = (*last).max(*now_ms);
+                    }
+                }
                 self.now = self.now.max(*now_ms);
                 let cutoff = self.now.saturating_sub(*idle_ms);
                 let idle: Vec<u64> = self

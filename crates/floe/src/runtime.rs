@@ -1263,8 +1263,12 @@ pub(crate) async fn session_clock(rt: Weak<Runtime>) {
             .clamp(Duration::from_millis(100), Duration::from_secs(30)),
         None => return,
     };
+    // Leadership is checked more often than the clock is carried, so that a new leader sets
+    // the clock soon after it is elected (a new cluster's clock starts then).
+    let check = period.min(Duration::from_millis(500));
+    let mut last_tick: Option<Instant> = None;
     loop {
-        tokio::time::sleep(period).await;
+        tokio::time::sleep(check).await;
         let Some(rt) = rt.upgrade() else { return };
         if rt.shutting_down.load(Ordering::Relaxed) {
             return;
@@ -1274,8 +1278,13 @@ pub(crate) async fn session_clock(rt: Weak<Runtime>) {
             m.current_leader == Some(m.id)
         };
         if !leads {
+            last_tick = None;
             continue;
         }
+        if last_tick.is_some_and(|t| t.elapsed() < period) {
+            continue;
+        }
+        last_tick = Some(Instant::now());
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis().min(u64::MAX as u128) as u64);
