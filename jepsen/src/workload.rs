@@ -107,10 +107,17 @@ const TRANSFER_RETRY_AFTER: Duration = Duration::from_millis(300);
 struct KeySlot {
     name: String,
     issued: usize,
+    /// Operations on it that ended with their outcome unknown.
+    unknown: usize,
     last_seen: Option<u64>,
 }
 
-/// The keys in use: each retires after `ops_per_key` operations.
+/// A key also retires after this many operations of unknown outcome: each one may take effect
+/// at any later point, and the checker's search grows exponentially with them on one key.
+const UNKNOWN_PER_KEY: usize = 24;
+
+/// The keys in use: each retires after `ops_per_key` operations (or [`UNKNOWN_PER_KEY`] of
+/// unknown outcome).
 struct Keys {
     prefix: &'static str,
     slots: Vec<KeySlot>,
@@ -141,6 +148,7 @@ impl Keys {
         KeySlot {
             name,
             issued: 0,
+            unknown: 0,
             last_seen: None,
         }
     }
@@ -148,7 +156,7 @@ impl Keys {
     /// Pick a key for one operation; returns (key, last value seen there).
     fn pick(&mut self, rng: &mut impl Rng) -> (String, Option<u64>) {
         let i = rng.random_range(0..self.slots.len());
-        if self.slots[i].issued >= self.per_key {
+        if self.slots[i].issued >= self.per_key || self.slots[i].unknown >= UNKNOWN_PER_KEY {
             self.slots[i] = self.fresh();
         }
         let s = &mut self.slots[i];
@@ -157,6 +165,12 @@ impl Keys {
         }
         s.issued += 1;
         (s.name.clone(), s.last_seen)
+    }
+
+    fn unknown(&mut self, key: &str) {
+        if let Some(s) = self.slots.iter_mut().find(|s| s.name == key) {
+            s.unknown += 1;
+        }
     }
 
     fn saw(&mut self, key: &str, v: Option<u64>) {
@@ -994,6 +1008,15 @@ fn count(gen_: &Generator, kind: Kind) {
     };
 }
 
+/// [`count`], and note an unknown outcome against its key.
+fn tally(gen_: &Generator, kind: Kind, key: &str) {
+    count(gen_, kind);
+    if kind == Kind::Info {
+        lock(&gen_.registers).unknown(key);
+        lock(&gen_.counters).unknown(key);
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn complete(
     gen_: &Generator,
@@ -1005,7 +1028,7 @@ fn complete(
     value: serde_json::Value,
     error: Option<String>,
 ) -> Kind {
-    count(gen_, kind);
+    tally(gen_, kind, key);
     rec.record(Process::Client(process), kind, f, Some(key), value, error);
     kind
 }
@@ -1088,7 +1111,7 @@ async fn register_write(
     if kind != Kind::Fail {
         gen_.committed(key);
     }
-    count(gen_, kind);
+    tally(gen_, kind, key);
     rec.record_request(
         Process::Client(process),
         kind,
@@ -1165,7 +1188,7 @@ async fn register_cas(
     if kind == Kind::Info || value.get("swapped") == Some(&json!(true)) {
         gen_.committed(key);
     }
-    count(gen_, kind);
+    tally(gen_, kind, key);
     let answered = (kind == Kind::Ok).then(|| value.clone());
     rec.record_request(
         Process::Client(process),
@@ -1219,7 +1242,7 @@ async fn counter_add(
     if kind != Kind::Fail {
         gen_.committed(key);
     }
-    count(gen_, kind);
+    tally(gen_, kind, key);
     rec.record_request(
         Process::Client(process),
         kind,
