@@ -423,6 +423,7 @@ async fn node(a: NodeArgs) -> Result<(), CliError> {
         ),
         None => None,
     };
+    let mut signals = ShutdownSignal::new()?;
     tracing::info!(id, %listen, data_dir = %data_dir.display(), "starting node");
     let build = Node::builder()
         .id(id)
@@ -433,8 +434,7 @@ async fn node(a: NodeArgs) -> Result<(), CliError> {
         .build();
     let node = tokio::select! {
         n = build => n.map_err(msg)?,
-        s = shutdown_signal() => {
-            s?;
+        () = signals.recv() => {
             tracing::info!("stopped before joining a cluster");
             return Ok(());
         }
@@ -449,7 +449,7 @@ async fn node(a: NodeArgs) -> Result<(), CliError> {
             }
         })
     });
-    shutdown_signal().await?;
+    signals.recv().await;
     tracing::info!("shutting down");
     if let Some(s) = server {
         s.abort();
@@ -511,12 +511,28 @@ fn admin_routes(node: std::sync::Arc<Node>) -> axum::Router {
         )
 }
 
-async fn shutdown_signal() -> Result<(), CliError> {
-    let mut term =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(msg)?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.map_err(msg),
-        _ = term.recv() => Ok(()),
+/// SIGINT and SIGTERM, heard from the moment this is made: a signal that arrives before it is
+/// awaited (say, right after "ready" is printed) is kept, not lost.
+struct ShutdownSignal {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignal {
+    fn new() -> Result<Self, CliError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            int: signal(SignalKind::interrupt()).map_err(msg)?,
+            term: signal(SignalKind::terminate()).map_err(msg)?,
+        })
+    }
+
+    /// Wait for either signal.
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
     }
 }
 
@@ -812,8 +828,9 @@ async fn dev(a: DevArgs) -> Result<(), CliError> {
         client.close().await;
     }
     if !a.exit {
+        let mut signals = ShutdownSignal::new()?;
         println!("running; press Ctrl-C to stop");
-        shutdown_signal().await?;
+        signals.recv().await;
     }
     for n in nodes {
         n.shutdown().await.map_err(msg)?;

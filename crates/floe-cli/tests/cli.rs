@@ -271,6 +271,15 @@ fn dev_runs_a_demo_and_stops_on_ctrl_c() {
         .stderr(Stdio::null())
         .spawn()
         .expect("floe dev");
+    // A deadline for the whole exchange: a dev cluster that ignores its Ctrl-C is killed, which
+    // ends its output, and the assertions below then fail instead of the test hanging.
+    let pid = child.id().to_string();
+    let (done, stop) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if stop.recv_timeout(Duration::from_secs(120)).is_err() {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        }
+    });
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
     let mut seen = Vec::new();
     for line in lines.by_ref() {
@@ -288,6 +297,8 @@ fn dev_runs_a_demo_and_stops_on_ctrl_c() {
         .expect("kill -INT");
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     let status = child.wait().expect("wait");
+    let _ = done.send(());
+    let _ = watchdog.join();
     assert!(status.success(), "exit status {status}");
     assert!(
         rest.iter().any(|l| l.contains("stopped cleanly")),
