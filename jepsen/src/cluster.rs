@@ -55,6 +55,8 @@ pub struct NodeOptions {
     pub faketime: bool,
     /// Passed to every node as `--idle-timeout-ms`: activations idle this long deactivate.
     pub idle_timeout_ms: Option<u64>,
+    /// Passed to every node as `--max-message-bytes`.
+    pub max_message_bytes: Option<usize>,
 }
 
 /// One node process.
@@ -223,6 +225,9 @@ impl Cluster {
         ];
         if let Some(ms) = self.opts.idle_timeout_ms {
             args.extend(["--idle-timeout-ms".into(), ms.to_string()]);
+        }
+        if let Some(n) = self.opts.max_message_bytes {
+            args.extend(["--max-message-bytes".into(), n.to_string()]);
         }
         args.extend(extra.iter().cloned());
         let faketime_file = self.dir.join(format!("node-{id}.faketime"));

@@ -90,6 +90,8 @@ pub async fn run_scenario(
     let opts = NodeOptions {
         faketime: scenario.needs_faketime(),
         idle_timeout_ms: cfg.idle_timeout_ms,
+        max_message_bytes: (cfg.workload.workload == Workload::Large)
+            .then_some(workload::LARGE_MAX_MESSAGE_BYTES),
     };
     let slots = (cfg.nodes + 1) as u8;
     let mut cluster = Cluster::start(dir, &cfg.floe_bin, cfg.nodes, slots, opts).await?;
@@ -325,6 +327,7 @@ pub async fn run_scenario(
     if counts.ok == 0 {
         problems.push("no operation succeeded".into());
     }
+    problems.extend(unacknowledged_mutations(&counts_by_f));
     bar.finish_and_clear();
     let result = ScenarioResult {
         scenario: scenario.name.clone(),
@@ -354,4 +357,45 @@ pub async fn run_scenario(
     report::write_html(dir, &result, &events)
         .map_err(|e| RunError::Io(dir.join("index.html").display().to_string(), e))?;
     Ok(result)
+}
+
+/// A problem for each kind of mutation that was attempted and never acknowledged: a run whose
+/// writes all fail checks nothing but reads of the initial state.
+fn unacknowledged_mutations(
+    by_f: &std::collections::BTreeMap<String, report::OpCounts>,
+) -> Vec<String> {
+    ["write", "cas", "add", "transfer"]
+        .iter()
+        .filter_map(|f| {
+            let c = by_f.get(*f)?;
+            (c.ok == 0 && c.fail + c.info > 0).then(|| {
+                format!(
+                    "no {f} succeeded ({} failed, {} of unknown outcome)",
+                    c.fail, c.info
+                )
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(ok: u64, fail: u64, info: u64) -> report::OpCounts {
+        report::OpCounts { ok, fail, info }
+    }
+
+    #[test]
+    fn a_mutation_never_acknowledged_is_a_problem() {
+        let mut by_f = std::collections::BTreeMap::new();
+        by_f.insert("read".to_string(), counts(60, 0, 2));
+        by_f.insert("write".to_string(), counts(0, 3, 61));
+        by_f.insert("add".to_string(), counts(5, 0, 9));
+        let p = unacknowledged_mutations(&by_f);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("no write succeeded"), "{p:?}");
+        by_f.insert("write".to_string(), counts(1, 3, 61));
+        assert!(unacknowledged_mutations(&by_f).is_empty());
+    }
 }

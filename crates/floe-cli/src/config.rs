@@ -36,6 +36,10 @@ pub struct NodeFile {
     pub call_timeout_ms: Option<u64>,
     /// Idle deactivation after this many milliseconds.
     pub idle_timeout_ms: Option<u64>,
+    /// Largest actor state in bytes (larger states are refused and rolled back).
+    pub max_state_bytes: Option<usize>,
+    /// Largest message or reply of a call in bytes.
+    pub max_message_bytes: Option<usize>,
     /// `human` or `json`.
     pub log_format: Option<String>,
     /// Admin HTTP address (`/health`, `/ready`, `/metrics`, `/cluster`); off if unset.
@@ -100,6 +104,14 @@ pub fn parse_member(s: &str) -> Result<(u64, String), ConfigError> {
         ));
     }
     Ok((id, addr.to_string()))
+}
+
+/// A byte count, refusing zero.
+pub fn bytes(name: &'static str, v: usize) -> Result<usize, ConfigError> {
+    if v == 0 {
+        return Err(ConfigError::Invalid(name, "must be positive".into()));
+    }
+    Ok(v)
 }
 
 /// Milliseconds as a duration, refusing zero.

@@ -17,7 +17,7 @@ use floe_net::certs::TlsFiles;
 use floe_net::{RpcError, Target, Transport, TransportConfig};
 use floe_proto::{ErrorKind, Reply, Request, StatusReport, WireError};
 
-use crate::config::{ConfigError, NodeFile, millis, parse_member};
+use crate::config::{ConfigError, NodeFile, bytes, millis, parse_member};
 
 #[derive(Parser)]
 #[command(
@@ -85,6 +85,13 @@ struct NodeArgs {
     /// Idle deactivation, milliseconds.
     #[arg(long, env = "FLOE_IDLE_TIMEOUT_MS")]
     idle_timeout_ms: Option<u64>,
+    /// Largest actor state, bytes (default 4 MiB).
+    #[arg(long, env = "FLOE_MAX_STATE_BYTES")]
+    max_state_bytes: Option<usize>,
+    /// Largest message or reply of a call, bytes (default 1 MiB). With max_state_bytes at most
+    /// the size of one replicated entry (just under 8 MiB).
+    #[arg(long, env = "FLOE_MAX_MESSAGE_BYTES")]
+    max_message_bytes: Option<usize>,
     /// Log format: human or json.
     #[arg(long, env = "FLOE_LOG_FORMAT")]
     log_format: Option<String>,
@@ -400,6 +407,12 @@ async fn node(a: NodeArgs) -> Result<(), CliError> {
     }
     if let Some(ms) = a.idle_timeout_ms.or(f.idle_timeout_ms) {
         runtime.idle_timeout = millis("idle_timeout_ms", ms)?;
+    }
+    if let Some(n) = a.max_state_bytes.or(f.max_state_bytes) {
+        runtime.max_state_bytes = bytes("max_state_bytes", n)?;
+    }
+    if let Some(n) = a.max_message_bytes.or(f.max_message_bytes) {
+        runtime.max_message_bytes = bytes("max_message_bytes", n)?;
     }
     #[cfg(feature = "unsafe-self-test-reads")]
     {
