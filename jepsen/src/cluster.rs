@@ -48,6 +48,25 @@ pub enum ClusterError {
     NoFaketime,
 }
 
+/// Remove the nodes' data directories (`data-<id>`) under a scenario's directory.
+///
+/// # Errors
+///
+/// The path that could not be read or removed, and why.
+pub fn remove_node_data(dir: &Path) -> Result<(), (std::path::PathBuf, std::io::Error)> {
+    for entry in std::fs::read_dir(dir).map_err(|e| (dir.to_path_buf(), e))? {
+        let path = entry.map_err(|e| (dir.to_path_buf(), e))?.path();
+        let data = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("data-"));
+        if data {
+            std::fs::remove_dir_all(&path).map_err(|e| (path.clone(), e))?;
+        }
+    }
+    Ok(())
+}
+
 /// How node processes are started.
 #[derive(Debug, Clone, Default)]
 pub struct NodeOptions {
@@ -131,17 +150,7 @@ impl Cluster {
         std::fs::create_dir_all(dir).map_err(|e| ClusterError::Io(dir.display().to_string(), e))?;
         // A reused output directory: the data of an earlier run belongs to another cluster (its
         // own CA), and the nodes would refuse it.
-        let io = |p: &Path, e| ClusterError::Io(p.display().to_string(), e);
-        for entry in std::fs::read_dir(dir).map_err(|e| io(dir, e))? {
-            let path = entry.map_err(|e| io(dir, e))?.path();
-            let stale = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("data-"));
-            if stale {
-                std::fs::remove_dir_all(&path).map_err(|e| io(&path, e))?;
-            }
-        }
+        remove_node_data(dir).map_err(|(p, e)| ClusterError::Io(p.display().to_string(), e))?;
         let certs = dir.join("certs");
         std::fs::create_dir_all(&certs)
             .map_err(|e| ClusterError::Io(certs.display().to_string(), e))?;

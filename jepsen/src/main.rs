@@ -104,6 +104,10 @@ struct RunArgs {
     /// No progress bar.
     #[arg(long)]
     no_progress: bool,
+    /// Keep the nodes' data directories of valid scenarios too (those of invalid ones are always
+    /// kept).
+    #[arg(long)]
+    keep_data: bool,
     /// Run against a deliberately broken `floe`, built (with cargo, into its own target
     /// directory) with a self-test feature: `reads` (reads without a read index, checked with
     /// the both workload) or `duplicates` (retried requests applied again, checked with the
@@ -448,6 +452,7 @@ fn run(a: RunArgs) -> ExitCode {
         self_test: a.self_test.is_some(),
         check_timeout: Duration::from_secs(a.check_timeout),
         progress: !a.no_progress,
+        keep_data: a.keep_data,
     };
     eprintln!(
         "floe-jepsen: {} scenario(s) on {} nodes, {} s each; output in {}",

@@ -41,6 +41,9 @@ pub struct RunConfig {
     pub check_timeout: Duration,
     /// Show a progress bar.
     pub progress: bool,
+    /// Keep the nodes' data directories of a valid scenario (those of an invalid one are always
+    /// kept, for the post-mortem). A 60 s `large` scenario leaves several GB per node.
+    pub keep_data: bool,
 }
 
 /// A run that could not be carried out (as opposed to one that found a problem).
@@ -356,6 +359,10 @@ pub async fn run_scenario(
         .map_err(|e| RunError::Io(dir.join("results.json").display().to_string(), e))?;
     report::write_html(dir, &result, &events)
         .map_err(|e| RunError::Io(dir.join("index.html").display().to_string(), e))?;
+    if result.valid && !cfg.keep_data {
+        crate::cluster::remove_node_data(dir)
+            .map_err(|(p, e)| RunError::Io(p.display().to_string(), e))?;
+    }
     Ok(result)
 }
 

@@ -64,6 +64,7 @@ pub mod builtin;
 mod cluster;
 mod context;
 mod error;
+mod membership;
 mod metrics;
 mod node;
 mod proposer;

@@ -384,7 +384,7 @@ impl NodeBuilder {
                 };
             if !member(&raft.metrics().borrow_watched()) && !c.join.is_empty() {
                 let deadline = std::time::Instant::now() + Duration::from_secs(60);
-                crate::cluster::join(
+                crate::membership::join(
                     &l.transport,
                     &c.join,
                     me,
@@ -399,11 +399,11 @@ impl NodeBuilder {
                 .metrics(member, "a leader and membership")
                 .await
                 .map_err(|e| raft_err(&e))?;
-            tokio::spawn(crate::cluster::failure_detector(
+            tokio::spawn(crate::membership::failure_detector(
                 Arc::downgrade(&rt),
                 l.node_timeout,
             ));
-            tokio::spawn(crate::cluster::self_fence(
+            tokio::spawn(crate::membership::self_fence(
                 Arc::downgrade(&rt),
                 l.node_timeout / 2,
             ));
