@@ -7,7 +7,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::NodeId;
+/// Identifier of a Floe node. Never reused within a cluster.
+pub type NodeId = u64;
 
 /// An actor's address: its type name and its key.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

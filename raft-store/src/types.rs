@@ -7,12 +7,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::command::NodeId;
 use crate::command::{Command, CommandResult};
 
 pub use openraft;
-
-/// Identifier of a Floe node. Never reused within a cluster.
-pub type NodeId = u64;
 
 /// Whether a node takes part in Raft votes or only hosts actors.
 #[derive(

@@ -61,7 +61,8 @@ pub fn echo_call_frame() -> Result<Vec<u8>, BenchError> {
     let req = Request::Call(CallRequest {
         actor: floe::ActorId::new(Echo::NAME, "e-0"),
         message: Ping::NAME.to_string(),
-        payload: floe::encode_message(&Ping(1)).map_err(|e| BenchError::Call(e.to_string()))?,
+        payload: floe::wire::encode_message("Ping", &Ping(1))
+            .map_err(|e| BenchError::Call(e.to_string()))?,
         request: RequestId::new(1, 1),
         timeout_ms: 5000,
         chain: Vec::new(),

@@ -282,7 +282,7 @@ async fn via_gateway(
     let req = Request::Call(CallRequest {
         actor: floe::ActorId::new(Echo::NAME, key),
         message: Ping::NAME.to_string(),
-        payload: floe::encode_message(&Ping(n)).map_err(err)?,
+        payload: floe::wire::encode_message("Ping", &Ping(n)).map_err(err)?,
         request: RequestId::new(client_id, n + 1),
         timeout_ms: CALL_DEADLINE.as_millis() as u32,
         chain: Vec::new(),

@@ -472,7 +472,7 @@ impl Client {
                         self.learn(actor, None);
                         true
                     }
-                    Action::GiveUp => return Err(unknown(*ambiguous, floe::from_wire(e))),
+                    Action::GiveUp => return Err(unknown(*ambiguous, floe::wire::from_wire(e))),
                 },
                 // Our certificate or theirs is refused: retrying will not help.
                 Err(RpcError::Refused(m)) => {
@@ -581,7 +581,7 @@ impl<A: Actor> ClientActorRef<A> {
         M: Message,
         A: Handler<M>,
     {
-        let payload = floe::encode_message(&msg)?;
+        let payload = floe::wire::encode_message(M::NAME, &msg)?;
         let client = &self.client;
         if let Some(request) = self.request {
             let acked = client.resume(request);
@@ -600,7 +600,7 @@ impl<A: Actor> ClientActorRef<A> {
                 request,
                 raw.as_ref().map_or_else(|f| f.outcome_known(), |_| true),
             );
-            return floe::typed_outcome(raw);
+            return floe::wire::typed_outcome(raw);
         }
         let mut reopened = false;
         loop {
@@ -627,7 +627,7 @@ impl<A: Actor> ClientActorRef<A> {
                     client.drop_session(request.session);
                     reopened = true;
                 }
-                other => return floe::typed_outcome(other),
+                other => return floe::wire::typed_outcome(other),
             }
         }
     }

@@ -1,90 +1,26 @@
-//! Cluster mode: the QUIC link between nodes, placement strategies, the node's network service
-//! and the cluster view.
+//! Cluster mode: the node's network service (what peers and clients may ask a node) and the
+//! cluster view.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use floe_net::raft::RaftService;
-use floe_net::{Peer, Service, SnapshotBody, Target, TlsMaterial, Transport, TransportConfig};
+use floe_net::{Peer, Service, SnapshotBody, TlsMaterial, TransportConfig};
 use floe_proto::{
-    AppendEntriesRequest, CallRequest, ErrorKind, MemberInfo, NodeHint, Reply, Request, Response,
+    AppendEntriesRequest, ErrorKind, MemberInfo, NodeHint, Reply, Request, Response,
     SnapshotHeader, SnapshotResponse, StreamAppendResult, WireError,
 };
 use futures::stream::BoxStream;
 use raft_store::types::openraft::ChangeMembers;
 use raft_store::types::{NodeId, NodeInfo, NodeRole, Raft, WatchReceiver};
-use raft_store::{ActorId, Command, NodeRecord, StateView};
+use raft_store::{Command, NodeRecord, StateView};
 
-use crate::error::CallFailure;
+use crate::link::hint;
+use crate::placement::Placement;
 use crate::runtime::Runtime;
-
-/// Chooses the node a new actor is placed on.
-pub trait PlacementStrategy: Send + Sync + 'static {
-    /// Pick one of `candidates` (alive nodes that registered the actor's type) for `actor`;
-    /// `local` is the node asking. `None` refuses the placement.
-    fn choose(&self, actor: &ActorId, local: NodeId, candidates: &[NodeRecord]) -> Option<NodeId>;
-}
-
-/// Placement strategies.
-#[derive(Clone, Default)]
-pub enum Placement {
-    /// The node that received the first call, if it hosts the type; otherwise a random one.
-    #[default]
-    PreferLocal,
-    /// A uniformly random candidate.
-    Random,
-    /// The candidate with the fewest placements (ties broken at random).
-    LeastLoaded,
-    /// A strategy of your own.
-    Custom(Arc<dyn PlacementStrategy>),
-}
-
-impl std::fmt::Debug for Placement {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Placement::PreferLocal => "PreferLocal",
-            Placement::Random => "Random",
-            Placement::LeastLoaded => "LeastLoaded",
-            Placement::Custom(_) => "Custom",
-        })
-    }
-}
-
-fn pick_random(c: &[NodeRecord]) -> Option<NodeId> {
-    if c.is_empty() {
-        return None;
-    }
-    Some(c[rand::random_range(0..c.len())].node)
-}
-
-impl Placement {
-    pub(crate) fn choose(
-        &self,
-        actor: &ActorId,
-        local: NodeId,
-        c: &[NodeRecord],
-    ) -> Option<NodeId> {
-        match self {
-            Placement::PreferLocal => {
-                if c.iter().any(|n| n.node == local) {
-                    Some(local)
-                } else {
-                    pick_random(c)
-                }
-            }
-            Placement::Random => pick_random(c),
-            Placement::LeastLoaded => {
-                let min = c.iter().map(|n| n.placements).min()?;
-                let least: Vec<NodeRecord> =
-                    c.iter().filter(|n| n.placements == min).cloned().collect();
-                pick_random(&least)
-            }
-            Placement::Custom(s) => s.choose(actor, local, c),
-        }
-    }
-}
+use crate::wire::to_wire;
 
 /// How a node takes part in a cluster.
 #[derive(Debug, Clone)]
@@ -130,73 +66,6 @@ impl ClusterConfig {
             node_timeout: Duration::from_millis(600),
             placement: Placement::default(),
             startup_timeout: Duration::from_secs(60),
-        }
-    }
-}
-
-/// The runtime's connection to the rest of the cluster.
-pub(crate) struct Link {
-    pub(crate) transport: Transport,
-    pub(crate) advertise: String,
-    pub(crate) node_timeout: Duration,
-    pub(crate) placement: Placement,
-}
-
-/// Address of `node` from the Raft membership.
-pub(crate) fn node_addr(raft: &Raft, node: NodeId) -> Option<String> {
-    let m = raft.metrics().borrow_watched().membership_config.clone();
-    m.membership()
-        .nodes()
-        .find(|(id, _)| **id == node)
-        .map(|(_, info)| info.addr.clone())
-}
-
-pub(crate) fn target(raft: &Raft, node: NodeId) -> Option<Target> {
-    let addr = node_addr(raft, node)?;
-    addr.parse().ok().map(|a| Target::node(node, a))
-}
-
-pub(crate) fn hint(raft: &Raft, node: NodeId) -> Option<NodeHint> {
-    node_addr(raft, node).map(|addr| NodeHint { node, addr })
-}
-
-/// A runtime failure as the wire carries it.
-pub(crate) fn to_wire(raft: &Raft, f: CallFailure) -> WireError {
-    let msg = f.to_string();
-    let kind = match f {
-        CallFailure::Rejected { error, .. } => ErrorKind::Rejected(error),
-        CallFailure::Panicked(_) => ErrorKind::Panicked,
-        CallFailure::ActivationFailed(_) => ErrorKind::ActivationFailed,
-        CallFailure::CallCycle(c) => ErrorKind::CallCycle(c),
-        CallFailure::NotOwner(n) => ErrorKind::NotOwner {
-            hint: n.and_then(|n| hint(raft, n)),
-        },
-        CallFailure::Unavailable(_) | CallFailure::Shutdown => ErrorKind::Unavailable,
-        CallFailure::Timeout => ErrorKind::Timeout,
-        CallFailure::Expired => ErrorKind::Expired,
-        CallFailure::TooLarge(_) => ErrorKind::TooLarge,
-        CallFailure::BadRequest(_) => ErrorKind::BadRequest,
-    };
-    WireError::new(kind, msg)
-}
-
-/// A wire error as a runtime failure.
-pub fn from_wire(e: WireError) -> CallFailure {
-    match e.kind {
-        ErrorKind::Rejected(error) => CallFailure::Rejected {
-            error,
-            display: e.message,
-        },
-        ErrorKind::Panicked => CallFailure::Panicked(e.message),
-        ErrorKind::ActivationFailed => CallFailure::ActivationFailed(e.message),
-        ErrorKind::CallCycle(c) => CallFailure::CallCycle(c),
-        ErrorKind::NotOwner { hint } => CallFailure::NotOwner(hint.map(|h| h.node)),
-        ErrorKind::Timeout => CallFailure::Timeout,
-        ErrorKind::Expired => CallFailure::Expired,
-        ErrorKind::TooLarge => CallFailure::TooLarge(e.message),
-        ErrorKind::BadRequest | ErrorKind::Forbidden => CallFailure::BadRequest(e.message),
-        ErrorKind::NotLeader { .. } | ErrorKind::Unavailable | ErrorKind::Internal => {
-            CallFailure::Unavailable(e.message)
         }
     }
 }
@@ -444,25 +313,6 @@ impl Service for NodeService {
         body: SnapshotBody,
     ) -> Result<SnapshotResponse, WireError> {
         self.raft_service.install_snapshot(peer, header, body).await
-    }
-}
-
-/// Build the remote form of a call.
-pub(crate) fn call_request(call: &crate::runtime::RawCall) -> CallRequest {
-    CallRequest {
-        actor: call.actor.clone(),
-        message: call.message.clone(),
-        payload: call.payload.clone(),
-        request: call.request,
-        timeout_ms: call
-            .deadline
-            .saturating_duration_since(Instant::now())
-            .as_millis()
-            .min(u32::MAX as u128) as u32,
-        chain: call.chain.to_vec(),
-        hops: call.hops.saturating_add(1),
-        acked: call.acked,
-        retry: call.retry,
     }
 }
 

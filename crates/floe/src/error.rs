@@ -88,32 +88,3 @@ impl<E> CallError<E> {
         }
     }
 }
-
-/// Encode a message for a call; an unencodable message is a bad request.
-pub fn encode_message<M: crate::Message>(msg: &M) -> Result<Vec<u8>, CallFailure> {
-    floe_proto::codec::encode_body(msg)
-        .map_err(|e| CallFailure::BadRequest(format!("encoding {}: {e}", M::NAME)))
-}
-
-/// Turn the raw outcome of a call into its typed form: decode the reply, or the handler's error
-/// from a rejection.
-pub fn typed_outcome<R, E>(raw: Result<Vec<u8>, CallFailure>) -> Result<R, CallError<E>>
-where
-    R: serde::de::DeserializeOwned,
-    E: serde::de::DeserializeOwned,
-{
-    match raw {
-        Ok(bytes) => floe_proto::codec::decode_body(&bytes).map_err(|e| {
-            CallError::Failed(CallFailure::BadRequest(format!("decoding the reply: {e}")))
-        }),
-        Err(CallFailure::Rejected { error, display }) => {
-            match floe_proto::codec::decode_body(&error) {
-                Ok(e) => Err(CallError::Rejected(e)),
-                Err(_) => Err(CallError::Failed(CallFailure::BadRequest(format!(
-                    "undecodable handler error: {display}"
-                )))),
-            }
-        }
-        Err(other) => Err(CallError::Failed(other)),
-    }
-}

@@ -61,25 +61,33 @@ extern crate self as floe;
 
 mod actor;
 pub mod builtin;
+mod call;
 mod cluster;
-mod context;
+mod config;
 mod error;
+mod incarnation;
+mod link;
 mod membership;
 mod metrics;
 mod node;
+mod placement;
 mod proposer;
 mod runtime;
 pub mod session;
+#[doc(hidden)]
+pub mod wire;
 
-pub use actor::{Actor, ActorError, DispatchError, Handler, Lifecycle, Message, Never, StateError};
-pub use cluster::{
-    ClusterConfig, ClusterView, MemberView, Placement, PlacementStrategy, from_wire,
+pub use actor::{
+    Actor, ActorError, ActorRef, Context, DispatchError, Handler, Lifecycle, Message, Never,
+    StateError,
 };
-pub use context::{ActorRef, Context};
-pub use error::{CallError, CallFailure, encode_message, typed_outcome};
+pub use cluster::{ClusterConfig, ClusterView, MemberView};
+pub use config::{ConfigError, RuntimeConfig};
+pub use error::{CallError, CallFailure};
 pub use floe_macros::{Actor, Message};
 pub use floe_net::{TlsMaterial, certs};
-pub use node::{BuildError, Node, NodeBuilder, RuntimeConfig};
+pub use node::{BuildError, Node, NodeBuilder};
+pub use placement::{Placement, PlacementStrategy};
 pub use proposer::ProposeError;
 pub use raft_store::types::NodeId;
 pub use raft_store::{ActorId, NodeRecord, Outcome, RequestId};

@@ -1,8 +1,7 @@
 //! An embedded Floe node: `Node::builder()` … `.build().await`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,125 +21,19 @@ use floe_net::raft::{QuicRaftNetwork, RaftService};
 use floe_net::{Role, Transport, TransportConfig};
 
 use crate::actor::Actor;
-use crate::cluster::{ClusterConfig, ClusterView, Link, NodeService};
-use crate::context::ActorRef;
+use crate::actor::ActorRef;
+use crate::call::Caller;
+use crate::cluster::{ClusterConfig, ClusterView, NodeService};
+use crate::config::{ConfigError, RuntimeConfig};
+use crate::link::Link;
 use crate::runtime::{Factory, RegisterError, Runtime, TypedFactory};
-
-/// Settings of the actor runtime.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuntimeConfig {
-    /// Calls that may wait for one activation; further callers wait for a slot until their
-    /// deadline (backpressure).
-    pub mailbox_capacity: usize,
-    /// An activation with no call for this long is deactivated (its placement stays).
-    pub idle_timeout: Duration,
-    /// Deadline of a call when the caller sets none.
-    pub call_timeout: Duration,
-    /// Most commands proposed in one Raft entry (group commit).
-    pub max_batch: usize,
-    /// Most payload bytes (states and replies) proposed in one Raft entry; a larger single
-    /// command goes alone.
-    pub max_batch_bytes: usize,
-    /// Raft entries of commands in flight at once.
-    pub max_inflight_batches: usize,
-    /// Largest serialized actor state; a handler that leaves a larger one fails with
-    /// [`crate::CallFailure::TooLarge`] and its state is rolled back.
-    pub max_state_bytes: usize,
-    /// Largest serialized message or reply; larger ones fail with
-    /// [`crate::CallFailure::TooLarge`].
-    pub max_message_bytes: usize,
-    /// What to do when the node's Raft core stops on a fatal error (a storage fault such as an
-    /// `fdatasync` failing with EIO, a Raft core panic): the node stops serving at once either
-    /// way, since nothing it holds can be trusted any more; with `true` (the default) the
-    /// process also exits with status 70 after logging why, so that its supervisor restarts
-    /// it on a fresh start. Embedders that run several nodes in one process (tests) set `false`
-    /// and watch [`Node::failed`].
-    pub exit_on_fatal: bool,
-    /// A client session without a commit for this long expires, and the outcomes it still
-    /// holds are forgotten: a retry after that gets [`crate::CallFailure::Expired`]. Measured
-    /// on the Raft leader's clock, carried in the log. Must exceed the longest call deadline.
-    pub session_idle_timeout: Duration,
-    /// How long this node keeps the outcome of one of its own calls that ended unknown
-    /// retrievable by a retry with the same request id.
-    pub retry_window: Duration,
-    /// **Breaks linearizability; for the consistency harness's self-test only.** Answer a call
-    /// that left the state unchanged from the activation's memory, without confirming through
-    /// a read index that this node still owns the actor, reactivate from the local directory
-    /// without one, and take over actors placed elsewhere (last-writer-wins placement, as in
-    /// systems without fencing). Old owners then serve stale reads. It takes effect only in a
-    /// build with the `unsafe-self-test-reads` feature; never set this in production.
-    #[doc(hidden)]
-    pub unsafe_unconfirmed_reads: bool,
-}
-
-impl Default for RuntimeConfig {
-    fn default() -> Self {
-        Self {
-            mailbox_capacity: 256,
-            idle_timeout: Duration::from_secs(600),
-            call_timeout: Duration::from_secs(10),
-            max_batch: 512,
-            max_batch_bytes: 4 << 20,
-            max_inflight_batches: 4,
-            max_state_bytes: 4 << 20,
-            max_message_bytes: 1 << 20,
-            exit_on_fatal: true,
-            session_idle_timeout: Duration::from_secs(3600),
-            retry_window: crate::session::DEFAULT_RETRY_WINDOW,
-            unsafe_unconfirmed_reads: false,
-        }
-    }
-}
-
-impl RuntimeConfig {
-    /// Check the settings; the error names the wrong one.
-    pub fn validate(&self) -> Result<(), BuildError> {
-        let bad = |s: &str| Err(BuildError::Config(s.to_string()));
-        if self.mailbox_capacity == 0 {
-            return bad("mailbox_capacity must be at least 1");
-        }
-        if self.idle_timeout < Duration::from_millis(10) {
-            return bad("idle_timeout must be at least 10 ms");
-        }
-        if self.call_timeout.is_zero() {
-            return bad("call_timeout must be positive");
-        }
-        if self.max_batch == 0 || self.max_inflight_batches == 0 {
-            return bad("max_batch and max_inflight_batches must be at least 1");
-        }
-        // Every Raft entry must fit in one replication frame: one commit carries a state and a
-        // reply, one batch carries at most max_batch_bytes.
-        let entry = floe_net::MAX_ENTRY_BYTES;
-        if self.max_state_bytes.saturating_add(self.max_message_bytes) > entry {
-            return Err(BuildError::Config(format!(
-                "max_state_bytes + max_message_bytes must be at most {entry}"
-            )));
-        }
-        if self.max_batch_bytes == 0 || self.max_batch_bytes > entry {
-            return Err(BuildError::Config(format!(
-                "max_batch_bytes must be between 1 and {entry}"
-            )));
-        }
-        if self.max_state_bytes == 0 || self.max_message_bytes == 0 {
-            return bad("max_state_bytes and max_message_bytes must be positive");
-        }
-        // A remote call may wait up to six call timeouts; a session must outlive it.
-        if self.session_idle_timeout <= self.call_timeout * 6 {
-            return bad("session_idle_timeout must exceed six call timeouts");
-        }
-        if self.retry_window >= self.session_idle_timeout {
-            return bad("retry_window must be shorter than session_idle_timeout");
-        }
-        Ok(())
-    }
-}
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    /// A setting is invalid.
-    #[error("invalid configuration: {0}")]
-    Config(String),
+    /// A setting is invalid: fix the one it names.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// Two registered actor types share a name.
     #[error("actor name {0:?} is registered twice")]
     DuplicateActor(&'static str),
@@ -248,7 +141,7 @@ impl NodeBuilder {
         }
         let dir = self
             .data_dir
-            .ok_or_else(|| BuildError::Config("data_dir is required".into()))?;
+            .ok_or_else(|| BuildError::Config(ConfigError::new("data_dir", "is required")))?;
         let io = |source| BuildError::Io {
             path: dir.clone(),
             source,
@@ -261,17 +154,20 @@ impl NodeBuilder {
             None => None,
             Some(c) => {
                 if c.tls.role != Role::Node(self.id) {
-                    return Err(BuildError::Config(format!(
-                        "the certificate is for {}, not for node {}",
-                        c.tls.role, self.id
+                    return Err(BuildError::Config(ConfigError::new(
+                        "tls",
+                        format!(
+                            "the certificate is for {}, not for node {}",
+                            c.tls.role, self.id
+                        ),
                     )));
                 }
                 let tc = TransportConfig {
                     listen: c.listen,
                     ..c.transport.clone()
                 };
-                let transport =
-                    Transport::bind(tc, &c.tls).map_err(|e| BuildError::Config(e.to_string()))?;
+                let transport = Transport::bind(tc, &c.tls)
+                    .map_err(|e| BuildError::Config(ConfigError::new("listen", e.to_string())))?;
                 let bound = transport.local_addr().map_err(io)?;
                 Some(Link {
                     transport,
@@ -281,7 +177,7 @@ impl NodeBuilder {
                 })
             }
         };
-        let incarnation = next_incarnation(&dir).map_err(io)?;
+        let incarnation = crate::incarnation::next(&dir).map_err(io)?;
         let (log, sm) = raft_store::open(dir.join("raft"), &self.store)?;
         let view = sm.view();
         // Local mode has one voter, which elects itself at once: the timing does not matter.
@@ -329,9 +225,9 @@ impl NodeBuilder {
             (Some(c), Some(l)) => {
                 if !initialized && !c.bootstrap.is_empty() {
                     if !c.bootstrap.iter().any(|(id, _)| *id == self.id) {
-                        return Err(BuildError::Config(format!(
-                            "bootstrap voters do not include this node ({})",
-                            self.id
+                        return Err(BuildError::Config(ConfigError::new(
+                            "bootstrap",
+                            format!("the voters do not include this node ({})", self.id),
                         )));
                     }
                     let members: BTreeMap<NodeId, NodeInfo> = c
@@ -351,9 +247,10 @@ impl NodeBuilder {
                 }
             }
             (Some(_), None) => {
-                return Err(BuildError::Config(
-                    "cluster mode without a transport".into(),
-                ));
+                return Err(BuildError::Config(ConfigError::new(
+                    "cluster",
+                    "cluster mode without a transport",
+                )));
             }
         }
         let rt = Runtime::new(
@@ -482,29 +379,6 @@ impl RaftTiming {
     }
 }
 
-/// Read, increment and durably store the node's incarnation.
-pub(crate) fn next_incarnation(dir: &Path) -> std::io::Result<u64> {
-    let path = dir.join("incarnation");
-    let current = match std::fs::read_to_string(&path) {
-        Ok(s) => s.trim().parse::<u64>().map_err(|e| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("{}: {e}", path.display()),
-            )
-        })?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-        Err(e) => return Err(e),
-    };
-    let next = current + 1;
-    let tmp = dir.join("incarnation.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    writeln!(f, "{next}")?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, &path)?;
-    std::fs::File::open(dir)?.sync_all()?;
-    Ok(next)
-}
-
 /// A running Floe node with its actor runtime.
 pub struct Node {
     rt: Arc<Runtime>,
@@ -535,7 +409,8 @@ impl Node {
 
     /// A reference to actor `key` of type `A`.
     pub fn actor<A: Actor>(&self, key: impl Into<String>) -> ActorRef<A> {
-        ActorRef::new(&self.rt, key.into())
+        let caller: Arc<dyn Caller> = self.rt.clone();
+        ActorRef::new(Arc::downgrade(&caller), key.into())
     }
     /// A fresh request id of this node's own session, to pass to
     /// [`ActorRef::with_request_id`] (and to keep, to retry the call later). Its outcome stays
@@ -759,12 +634,12 @@ async fn fail_stop(rt: std::sync::Weak<Runtime>) {
         };
         if let Some(why) = fatal {
             let Some(rt) = rt.upgrade() else { return };
-            tracing::error!(node = rt.node_id(), error = %why, "fatal Raft error: the node stops serving");
+            tracing::error!(node = rt.node, error = %why, "fatal Raft error: the node stops serving");
             rt.fail(why.clone()).await;
             if rt.config.exit_on_fatal {
                 eprintln!(
                     "floe: fatal: node {} stopped on a fatal Raft error: {why}",
-                    rt.node_id()
+                    rt.node
                 );
                 std::process::exit(70);
             }

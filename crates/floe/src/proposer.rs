@@ -175,7 +175,7 @@ async fn submit(
         }
         let target = leader
             .filter(|l| *l != me)
-            .and_then(|l| crate::cluster::target(raft, l));
+            .and_then(|l| crate::link::target(raft, l));
         let Some(target) = target else {
             cmd = Some(c);
             tokio::time::sleep(Duration::from_millis(20)).await;

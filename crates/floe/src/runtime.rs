@@ -31,28 +31,12 @@ use raft_store::{
 };
 use tokio::sync::{OnceCell, Semaphore};
 
+use crate::actor::Context;
 use crate::actor::{Actor, DispatchError};
-use crate::context::Context;
+use crate::call::{Caller, RawCall};
+use crate::config::RuntimeConfig;
 use crate::error::CallFailure;
-use crate::node::RuntimeConfig;
 use crate::proposer::{ProposeError, Proposer};
-
-/// One call as the runtime sees it.
-#[derive(Debug, Clone)]
-pub(crate) struct RawCall {
-    pub actor: ActorId,
-    pub message: String,
-    pub payload: Vec<u8>,
-    pub request: RequestId,
-    pub deadline: Instant,
-    pub chain: Arc<[ActorId]>,
-    /// Nodes this call crossed; a node forwards a call only if it arrived directly.
-    pub hops: u8,
-    /// The caller's acknowledgement floor for the request's session (see [`crate::session`]).
-    pub acked: u64,
-    /// This request id may have been sent before: its answer must be fixed in the log.
-    pub retry: bool,
-}
 
 /// The activation disappeared before running the call; route it again.
 pub(crate) struct Gone;
@@ -220,7 +204,7 @@ impl<A: Actor> Activation<A> {
             call.deadline,
             inner.tasks.take(),
         );
-        ctx.nested = Some(crate::context::Nested::from(call.request, call.retry));
+        ctx.nested = Some(crate::actor::Nested::from(call.request, call.retry));
         let res = AssertUnwindSafe(inner.actor.dispatch(&call.message, &call.payload, &mut ctx))
             .catch_unwind()
             .await;
@@ -557,7 +541,7 @@ pub(crate) struct Runtime {
     pub(crate) node: NodeId,
     incarnation: AtomicU64,
     dir: std::path::PathBuf,
-    pub(crate) link: Option<crate::cluster::Link>,
+    pub(crate) link: Option<crate::link::Link>,
     pub(crate) raft: Raft,
     pub(crate) view: StateView,
     pub(crate) registry: HashMap<&'static str, Arc<dyn Factory>>,
@@ -590,7 +574,7 @@ impl Runtime {
         view: StateView,
         registry: HashMap<&'static str, Arc<dyn Factory>>,
         config: RuntimeConfig,
-        link: Option<crate::cluster::Link>,
+        link: Option<crate::link::Link>,
     ) -> Arc<Self> {
         let proposer = Proposer::start(
             raft.clone(),
@@ -621,10 +605,6 @@ impl Runtime {
         rt
     }
 
-    pub(crate) fn node_id(&self) -> NodeId {
-        self.node
-    }
-
     /// This node's current incarnation (it changes when the node rejoins after being fenced).
     pub(crate) fn incarnation(&self) -> u64 {
         self.incarnation.load(Ordering::SeqCst)
@@ -636,10 +616,6 @@ impl Runtime {
 
     fn owned_here(&self, p: &raft_store::Placement) -> bool {
         p.node == self.node && p.incarnation == self.incarnation()
-    }
-
-    pub(crate) fn call_timeout(&self) -> Duration {
-        self.config.call_timeout
     }
 
     /// Open a client session in the log for `owner`.
@@ -856,11 +832,11 @@ impl Runtime {
         let Some(link) = &self.link else {
             return Err(None);
         };
-        let Some(target) = crate::cluster::target(&self.raft, owner) else {
+        let Some(target) = crate::link::target(&self.raft, owner) else {
             return Err(None);
         };
         let remaining = call.deadline.saturating_duration_since(Instant::now());
-        let req = floe_proto::Request::Call(crate::cluster::call_request(call));
+        let req = floe_proto::Request::Call(crate::link::call_request(call));
         // A killed owner leaves its connection open and silent: stop waiting once the directory
         // declares it down and route again. The retry carries the same request id, so a call the
         // old owner did commit is not applied twice.
@@ -873,7 +849,7 @@ impl Runtime {
             Ok(other) => Err(Some(CallFailure::Unavailable(format!(
                 "unexpected reply {other:?}"
             )))),
-            Err(floe_net::RpcError::Remote(e)) => match crate::cluster::from_wire(e) {
+            Err(floe_net::RpcError::Remote(e)) => match crate::wire::from_wire(e) {
                 CallFailure::NotOwner(_) | CallFailure::Unavailable(_) => Err(None),
                 f => Err(Some(f)),
             },
@@ -1091,7 +1067,7 @@ impl Runtime {
             (None, _) => {}
             (Some(_), Some(l)) if l == me => {}
             (Some(link), Some(l)) => {
-                let target = crate::cluster::target(&self.raft, l).ok_or_else(|| {
+                let target = crate::link::target(&self.raft, l).ok_or_else(|| {
                     CallFailure::Unavailable(format!("leader {l} has no address"))
                 })?;
                 // A dead leader must not hold the call: fail fast, the caller retries.
@@ -1186,7 +1162,7 @@ impl Runtime {
     /// This node was declared down while alive: its placements are void. Drop every
     /// activation, take a new incarnation and register again.
     pub(crate) async fn rejoin(self: &Arc<Self>) -> Result<(), String> {
-        let next = crate::node::next_incarnation(&self.dir).map_err(|e| e.to_string())?;
+        let next = crate::incarnation::next(&self.dir).map_err(|e| e.to_string())?;
         self.incarnation.store(next, Ordering::SeqCst);
         self.deactivate_all().await;
         self.register().await.map_err(|e| e.to_string())
@@ -1303,5 +1279,30 @@ pub(crate) async fn session_clock(rt: Weak<Runtime>) {
             Ok(_) => {}
             Err(e) => tracing::debug!(error = %e, "session clock not carried"),
         }
+    }
+}
+
+impl Caller for Runtime {
+    fn node_id(&self) -> NodeId {
+        self.node
+    }
+
+    fn call_timeout(&self) -> Duration {
+        self.config.call_timeout
+    }
+
+    fn call_raw(
+        self: Arc<Self>,
+        call: RawCall,
+    ) -> BoxFuture<'static, Result<(Vec<u8>, NodeId), CallFailure>> {
+        Runtime::call_raw(&self, call)
+    }
+
+    fn begin_own(&self) -> BoxFuture<'_, Result<(RequestId, u64), CallFailure>> {
+        Box::pin(Runtime::begin_own(self))
+    }
+
+    fn end_own(&self, req: RequestId, known: bool) {
+        Runtime::end_own(self, req, known);
     }
 }

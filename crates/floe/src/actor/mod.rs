@@ -1,11 +1,15 @@
-//! The traits a user implements (or derives): actors, messages, handlers and lifecycle hooks.
+//! The actor API: the traits a user implements (or derives) — actors, messages, handlers and
+//! lifecycle hooks — and the context a handler runs in.
+
+mod context;
 
 use std::fmt;
 use std::future::Future;
 
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::context::Context;
+pub(crate) use context::Nested;
+pub use context::{ActorRef, Context};
 
 /// A message an actor can receive, with the type of its reply. Derive it with
 /// `#[derive(Message)]` and `#[message(reply = T)]`.

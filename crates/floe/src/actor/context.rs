@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 use raft_store::types::NodeId;
 use raft_store::{ActorId, RequestId};
 
-use crate::actor::{Actor, Handler, Message};
+use super::{Actor, Handler, Message};
+use crate::call::{Caller, RawCall};
 use crate::error::{CallError, CallFailure};
-use crate::runtime::{RawCall, Runtime};
 
 /// The context of one message being handled by an activation of `A`.
 pub struct Context<A> {
-    pub(crate) rt: Arc<Runtime>,
+    pub(crate) rt: Arc<dyn Caller>,
     pub(crate) id: ActorId,
     /// Request ids of calls made from this context derive from the current call's id, so a
     /// handler that runs again for a retried call repeats them and nothing applies twice.
@@ -30,7 +30,7 @@ pub struct Context<A> {
 
 impl<A> Context<A> {
     pub(crate) fn new(
-        rt: Arc<Runtime>,
+        rt: Arc<dyn Caller>,
         id: ActorId,
         epoch: u64,
         chain: Arc<[ActorId]>,
@@ -172,7 +172,7 @@ impl Nested {
 /// [`Context::actor`].
 pub struct ActorRef<A> {
     /// Weak: a reference must not keep a shut-down node (and its database) alive.
-    pub(crate) rt: Weak<Runtime>,
+    pub(crate) rt: Weak<dyn Caller>,
     pub(crate) nested: Option<Nested>,
     pub(crate) id: ActorId,
     pub(crate) chain: Arc<[ActorId]>,
@@ -196,9 +196,9 @@ impl<A> Clone for ActorRef<A> {
 }
 
 impl<A: Actor> ActorRef<A> {
-    pub(crate) fn new(rt: &Arc<Runtime>, key: String) -> Self {
+    pub(crate) fn new(rt: Weak<dyn Caller>, key: String) -> Self {
         Self {
-            rt: Arc::downgrade(rt),
+            rt,
             id: ActorId::new(A::NAME, key),
             chain: Arc::from(Vec::new()),
             deadline: None,
@@ -241,7 +241,7 @@ impl<A: Actor> ActorRef<A> {
         A: Handler<M>,
     {
         let rt = self.rt.upgrade().ok_or(CallFailure::Shutdown)?;
-        let payload = crate::error::encode_message(&msg)?;
+        let payload = crate::wire::encode_message(M::NAME, &msg)?;
         let deadline = self
             .deadline
             .unwrap_or_else(|| Instant::now() + rt.call_timeout());
@@ -258,9 +258,12 @@ impl<A: Actor> ActorRef<A> {
         };
         let result = match (self.request, &self.nested) {
             // The caller says this id may have been used before.
-            (Some(request), _) => rt.call_raw(raw(request, 0, true)).await,
+            (Some(request), _) => rt.clone().call_raw(raw(request, 0, true)).await,
             (None, Some(nested)) => {
-                let r = rt.call_raw(raw(nested.next(), 0, nested.retry)).await;
+                let r = rt
+                    .clone()
+                    .call_raw(raw(nested.next(), 0, nested.retry))
+                    .await;
                 if let Err(f) = &r {
                     nested.note(f);
                 }
@@ -268,7 +271,7 @@ impl<A: Actor> ActorRef<A> {
             }
             (None, None) => {
                 let (request, acked) = rt.begin_own().await?;
-                let r = rt.call_raw(raw(request, acked, false)).await;
+                let r = rt.clone().call_raw(raw(request, acked, false)).await;
                 rt.end_own(
                     request,
                     r.as_ref().map_or_else(|f| f.outcome_known(), |_| true),
@@ -277,6 +280,6 @@ impl<A: Actor> ActorRef<A> {
             }
         };
         drop(rt);
-        crate::error::typed_outcome(result.map(|(bytes, _owner)| bytes))
+        crate::wire::typed_outcome(result.map(|(bytes, _owner)| bytes))
     }
 }
