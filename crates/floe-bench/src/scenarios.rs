@@ -291,7 +291,9 @@ async fn via_gateway(
         retry: false,
     });
     match t.request(gateway, req, CALL_DEADLINE).await.map_err(err)? {
-        Reply::Call { payload, owner: o } if o.node == owner => {
+        Reply::Call {
+            payload, owner: o, ..
+        } if o == owner => {
             let got: u64 = floe_proto::codec::decode_body(&payload).map_err(err)?;
             if got == n {
                 Ok(())
@@ -299,9 +301,7 @@ async fn via_gateway(
                 Err(format!("echo {n} answered {got}"))
             }
         }
-        Reply::Call { owner: o, .. } => {
-            Err(format!("answered by node {}, expected {owner}", o.node))
-        }
+        Reply::Call { owner: o, .. } => Err(format!("answered by node {o}, expected {owner}")),
         other => Err(format!("unexpected reply {other:?}")),
     }
 }

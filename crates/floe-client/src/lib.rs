@@ -368,7 +368,7 @@ impl Client {
 
     fn learn(&self, actor: &ActorId, owner: Option<NodeHint>) {
         let mut owners = lock(&self.inner.owners);
-        match owner.filter(|h| !h.addr.is_empty()) {
+        match owner {
             Some(h) => {
                 owners.insert(actor.clone(), h);
             }
@@ -447,8 +447,12 @@ impl Client {
                 *ambiguous = true;
             }
             let retry = match result {
-                Ok(Reply::Call { payload, owner }) => {
-                    self.learn(actor, Some(owner));
+                Ok(Reply::Call {
+                    payload,
+                    owner,
+                    owner_addr,
+                }) => {
+                    self.learn(actor, owner_addr.map(|addr| NodeHint { node: owner, addr }));
                     return Ok(payload);
                 }
                 Ok(other) => {

@@ -483,11 +483,6 @@ impl RaftService {
         Ok(Self { raft, incoming })
     }
 
-    /// The served Raft.
-    pub fn raft(&self) -> &Raft {
-        &self.raft
-    }
-
     /// Answer a Raft, proposal or read-index request; `None` for other requests.
     pub async fn handle_raft(&self, req: Request) -> Option<Response> {
         Some(match req {

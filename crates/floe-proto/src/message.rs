@@ -253,8 +253,10 @@ pub enum Reply {
         /// The handler's serialized reply.
         #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
-        /// The owner that ran the call.
-        owner: NodeHint,
+        /// The node that ran the call.
+        owner: NodeId,
+        /// Its address, if the answering node knows it (clients then go to it directly).
+        owner_addr: Option<String>,
     },
     /// Answer to [`Request::Members`].
     Members(Vec<MemberInfo>),

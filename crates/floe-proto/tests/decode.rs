@@ -60,18 +60,17 @@ fn envelopes_round_trip() {
             ..
         })
     ));
-    let owner = floe_proto::NodeHint {
-        node: 3,
-        addr: "10.0.0.3:7000".into(),
-    };
     let ok: Response = Ok(Reply::Call {
         payload: vec![5],
-        owner: owner.clone(),
+        owner: 3,
+        owner_addr: Some("10.0.0.3:7000".into()),
     });
     let f = encode_frame(&ok, DEFAULT_MAX_FRAME).expect("encode");
-    assert!(
-        matches!(decode_frame::<Response>(&f, DEFAULT_MAX_FRAME), Ok(Ok(Reply::Call { payload, owner: o })) if payload == vec![5] && o == owner)
-    );
+    assert!(matches!(
+        decode_frame::<Response>(&f, DEFAULT_MAX_FRAME),
+        Ok(Ok(Reply::Call { payload, owner: 3, owner_addr: Some(a) }))
+            if payload == vec![5] && a == "10.0.0.3:7000"
+    ));
 }
 
 proptest! {

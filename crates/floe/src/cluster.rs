@@ -9,8 +9,8 @@ use std::time::Duration;
 use floe_net::raft::RaftService;
 use floe_net::{Peer, Service, SnapshotBody, TlsMaterial, TransportConfig};
 use floe_proto::{
-    AppendEntriesRequest, ErrorKind, MemberInfo, NodeHint, Reply, Request, Response,
-    SnapshotHeader, SnapshotResponse, StreamAppendResult, WireError,
+    AppendEntriesRequest, ErrorKind, MemberInfo, Reply, Request, Response, SnapshotHeader,
+    SnapshotResponse, StreamAppendResult, WireError,
 };
 use futures::stream::BoxStream;
 use raft_store::types::openraft::ChangeMembers;
@@ -248,10 +248,8 @@ impl Service for NodeService {
                 match rt.serve_remote(c).await {
                     Ok((payload, owner)) => Ok(Reply::Call {
                         payload,
-                        owner: hint(&rt.raft, owner).unwrap_or(NodeHint {
-                            node: owner,
-                            addr: String::new(),
-                        }),
+                        owner,
+                        owner_addr: crate::link::node_addr(&rt.raft, owner),
                     }),
                     Err(f) => Err(to_wire(&rt.raft, f)),
                 }

@@ -143,24 +143,20 @@ async fn submit(
     cmd: Command,
 ) -> Result<CommandResult, ProposeError> {
     let deadline = Instant::now() + PROPOSE_DEADLINE;
-    let mut cmd = Some(cmd);
     loop {
         let (me, mut leader) = {
             let m = raft.metrics().borrow_watched().clone();
             (m.id, m.current_leader)
         };
-        let Some(c) = cmd.take() else {
-            return Err(ProposeError::Unknown("command consumed".into()));
-        };
         let Some(transport) = forward else {
             return raft
-                .client_write(c)
+                .client_write(cmd)
                 .await
                 .map(|r| r.data)
                 .map_err(|e| error_of(&e));
         };
         if leader == Some(me) {
-            match raft.client_write(c.clone()).await {
+            match raft.client_write(cmd.clone()).await {
                 Ok(r) => return Ok(r.data),
                 Err(e) => match e.forward_to_leader() {
                     // Not appended: safe to send to the new leader.
@@ -177,12 +173,11 @@ async fn submit(
             .filter(|l| *l != me)
             .and_then(|l| crate::link::target(raft, l));
         let Some(target) = target else {
-            cmd = Some(c);
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         };
         match transport
-            .request(&target, Request::Propose(c.clone()), remaining)
+            .request(&target, Request::Propose(cmd.clone()), remaining)
             .await
         {
             Ok(Reply::Proposed { result, index }) => {
@@ -203,7 +198,6 @@ async fn submit(
             | Err(RpcError::Unreachable(_))
             | Err(RpcError::Refused(_)) => {
                 // Not appended anywhere: retry once a leader is known.
-                cmd = Some(c);
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             Err(e) => return Err(ProposeError::Unknown(format!("forwarded proposal: {e}"))),

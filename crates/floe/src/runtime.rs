@@ -62,6 +62,8 @@ pub(crate) trait AnyActivation: Send + Sync {
         confirmed: bool,
     ) -> BoxFuture<'static, Result<CallResult, Gone>>;
     fn idle_ms(&self, now_ms: u64) -> u64;
+    /// Which activation this is: unique among the activations this runtime ever made.
+    fn serial(&self) -> u64;
     fn deactivate(self: Arc<Self>, rt: Arc<Runtime>, only_if_idle: bool) -> BoxFuture<'static, ()>;
 }
 
@@ -127,6 +129,7 @@ impl<A: Actor> Factory for TypedFactory<A> {
             }
             let cap = rt.config.mailbox_capacity;
             let act = Activation::<A> {
+                serial: rt.next_serial.fetch_add(1, Ordering::Relaxed),
                 id,
                 epoch,
                 cap,
@@ -153,6 +156,7 @@ struct Inner<A> {
 }
 
 struct Activation<A> {
+    serial: u64,
     id: ActorId,
     epoch: u64,
     cap: usize,
@@ -443,7 +447,7 @@ impl<A: Actor> Activation<A> {
         }
     }
 
-    async fn deactivate_locked(&self, rt: &Arc<Runtime>, inner: &mut Inner<A>, self_ptr: usize) {
+    async fn deactivate_locked(&self, rt: &Arc<Runtime>, inner: &mut Inner<A>) {
         inner.alive = false;
         let chain: Arc<[ActorId]> = Arc::from(vec![self.id.clone()]);
         let deadline = Instant::now() + rt.config.call_timeout;
@@ -464,7 +468,7 @@ impl<A: Actor> Activation<A> {
         // Dropping the JoinSets aborts the activation's tasks.
         drop(ctx);
         inner.tasks = None;
-        rt.remove(&self.id, self_ptr);
+        rt.remove(&self.id, self.serial);
         tracing::debug!(actor = %self.id, "deactivated");
     }
 }
@@ -502,8 +506,7 @@ impl<A: Actor> AnyActivation for Activation<A> {
             self.last_used.store(rt.now_ms(), Ordering::Relaxed);
             let out = self.process(&rt, &mut inner, &call, confirmed).await;
             if !inner.alive {
-                let ptr = Arc::as_ptr(&self) as *const () as usize;
-                self.deactivate_locked(&rt, &mut inner, ptr).await;
+                self.deactivate_locked(&rt, &mut inner).await;
             }
             self.last_used.store(rt.now_ms(), Ordering::Relaxed);
             Ok(out)
@@ -514,9 +517,12 @@ impl<A: Actor> AnyActivation for Activation<A> {
         now_ms.saturating_sub(self.last_used.load(Ordering::Relaxed))
     }
 
+    fn serial(&self) -> u64 {
+        self.serial
+    }
+
     fn deactivate(self: Arc<Self>, rt: Arc<Runtime>, only_if_idle: bool) -> BoxFuture<'static, ()> {
         Box::pin(async move {
-            let ptr = Arc::as_ptr(&self) as *const () as usize;
             let mut inner = if only_if_idle {
                 match self.inner.try_lock() {
                     Ok(g) => g,
@@ -528,7 +534,7 @@ impl<A: Actor> AnyActivation for Activation<A> {
             let idle = self.mailbox.available_permits() == self.cap
                 && self.idle_ms(rt.now_ms()) >= rt.config.idle_timeout.as_millis() as u64;
             if inner.alive && (idle || !only_if_idle) {
-                self.deactivate_locked(&rt, &mut inner, ptr).await;
+                self.deactivate_locked(&rt, &mut inner).await;
             }
         })
     }
@@ -549,6 +555,8 @@ pub(crate) struct Runtime {
     pub(crate) proposer: Proposer,
     pub(crate) metrics: crate::metrics::Metrics,
     table: Mutex<HashMap<ActorId, Arc<Cell>>>,
+    /// The serial of the next activation.
+    next_serial: AtomicU64,
     /// The session of the calls this node makes on its own behalf (not nested in a handler).
     own: Mutex<Option<(crate::session::SessionTracker, u64)>>,
     /// Serializes opening `own`.
@@ -595,6 +603,7 @@ impl Runtime {
             proposer,
             metrics: crate::metrics::Metrics::new(),
             table: Mutex::new(HashMap::new()),
+            next_serial: AtomicU64::new(1),
             own: Mutex::new(None),
             opening: tokio::sync::Mutex::new(()),
             started: Instant::now(),
@@ -845,7 +854,7 @@ impl Runtime {
             () = self.owner_down(owner) => return Err(None),
         };
         match sent {
-            Ok(floe_proto::Reply::Call { payload, owner }) => Ok((payload, owner.node)),
+            Ok(floe_proto::Reply::Call { payload, owner, .. }) => Ok((payload, owner)),
             Ok(other) => Err(Some(CallFailure::Unavailable(format!(
                 "unexpected reply {other:?}"
             )))),
@@ -1115,12 +1124,12 @@ impl Runtime {
         }
     }
 
-    fn remove(&self, id: &ActorId, activation: usize) {
+    /// Remove activation `serial` of `id` from the table, unless another has replaced it.
+    fn remove(&self, id: &ActorId, serial: u64) {
         let mut table = lock(&self.table);
-        let same = table.get(id).is_some_and(|c| {
-            c.get()
-                .is_some_and(|a| Arc::as_ptr(a) as *const () as usize == activation)
-        });
+        let same = table
+            .get(id)
+            .is_some_and(|c| c.get().is_some_and(|a| a.serial() == serial));
         if same {
             table.remove(id);
         }
