@@ -86,7 +86,7 @@ pub use config::{ConfigError, RuntimeConfig};
 pub use error::{CallError, CallFailure};
 pub use floe_macros::{Actor, Message};
 pub use floe_net::{TlsMaterial, certs};
-pub use node::{BuildError, Node, NodeBuilder};
+pub use node::{BuildError, Node, NodeBuilder, ShutdownError};
 pub use placement::{Placement, PlacementStrategy};
 pub use proposer::ProposeError;
 pub use raft_store::types::NodeId;

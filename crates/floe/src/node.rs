@@ -56,6 +56,14 @@ pub enum BuildError {
     Register(String),
 }
 
+/// Why a node did not stop cleanly. Committed state is durable either way: restart the node.
+#[derive(Debug, thiserror::Error)]
+pub enum ShutdownError {
+    /// The Raft core did not stop cleanly (it may have failed before).
+    #[error("stopping raft: {0}")]
+    Raft(String),
+}
+
 /// Builds a [`Node`].
 pub struct NodeBuilder {
     id: NodeId,
@@ -322,6 +330,9 @@ impl NodeBuilder {
             match rt.register().await {
                 Ok(()) => break,
                 Err(RegisterError::Refused(e)) => return Err(BuildError::Register(e)),
+                Err(e @ RegisterError::Incarnation(_)) => {
+                    return Err(BuildError::Register(e.to_string()));
+                }
                 Err(RegisterError::Transient(e)) if std::time::Instant::now() >= deadline => {
                     return Err(BuildError::Register(e));
                 }
@@ -548,14 +559,21 @@ impl Node {
     }
 
     /// Deactivate every actor (running their hooks) and stop Raft. Committed state is durable.
-    pub async fn shutdown(self) -> Result<(), BuildError> {
+    ///
+    /// # Errors
+    /// [`ShutdownError`] if Raft did not stop cleanly; the node has stopped serving either way.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: a dropped shutdown may leave Raft or the endpoint running; drop the
+    /// process instead.
+    pub async fn shutdown(self) -> Result<(), ShutdownError> {
         self.rt.shutdown().await;
         // Raft first (its replication would spin against a closed endpoint), then the endpoint.
         let stopped = self
             .raft
             .shutdown()
             .await
-            .map_err(|e| BuildError::Raft(e.to_string()));
+            .map_err(|e| ShutdownError::Raft(e.to_string()));
         if let Some(l) = &self.rt.link {
             l.transport.shutdown(Duration::from_millis(200)).await;
         }
@@ -634,15 +652,7 @@ async fn fail_stop(rt: std::sync::Weak<Runtime>) {
         };
         if let Some(why) = fatal {
             let Some(rt) = rt.upgrade() else { return };
-            tracing::error!(node = rt.node, error = %why, "fatal Raft error: the node stops serving");
-            rt.fail(why.clone()).await;
-            if rt.config.exit_on_fatal {
-                eprintln!(
-                    "floe: fatal: node {} stopped on a fatal Raft error: {why}",
-                    rt.node
-                );
-                std::process::exit(70);
-            }
+            rt.fatal(format!("fatal Raft error: {why}")).await;
             return;
         }
         if metrics.changed().await.is_err() {

@@ -1162,6 +1162,18 @@ impl Runtime {
         }
     }
 
+    /// A fault this node cannot recover from (its Raft core or its storage failed): log why,
+    /// serve nothing from now on ([`Runtime::fail`]), and with `exit_on_fatal` exit the process
+    /// with status 70 so that its supervisor restarts it.
+    pub(crate) async fn fatal(&self, why: String) {
+        tracing::error!(node = self.node, error = %why, "fatal: the node stops serving");
+        self.fail(why.clone()).await;
+        if self.config.exit_on_fatal {
+            eprintln!("floe: fatal: node {} stopped: {why}", self.node);
+            std::process::exit(70);
+        }
+    }
+
     /// Stop accepting calls and deactivate every activation (running their hooks).
     pub(crate) async fn shutdown(self: &Arc<Self>) {
         self.shutting_down.store(true, Ordering::Relaxed);
@@ -1170,11 +1182,11 @@ impl Runtime {
 
     /// This node was declared down while alive: its placements are void. Drop every
     /// activation, take a new incarnation and register again.
-    pub(crate) async fn rejoin(self: &Arc<Self>) -> Result<(), String> {
-        let next = crate::incarnation::next(&self.dir).map_err(|e| e.to_string())?;
+    pub(crate) async fn rejoin(self: &Arc<Self>) -> Result<(), RegisterError> {
+        let next = crate::incarnation::next(&self.dir).map_err(RegisterError::Incarnation)?;
         self.incarnation.store(next, Ordering::SeqCst);
         self.deactivate_all().await;
-        self.register().await.map_err(|e| e.to_string())
+        self.register().await
     }
 
     /// Register this node (its current incarnation and actor types) in the directory.
@@ -1206,12 +1218,15 @@ pub(crate) enum RegisterError {
     Refused(String),
     /// No leader, or the outcome is unknown: registering again is safe.
     Transient(String),
+    /// The incarnation file could not be written: a storage fault, nothing registered.
+    Incarnation(std::io::Error),
 }
 
 impl std::fmt::Display for RegisterError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RegisterError::Refused(e) | RegisterError::Transient(e) => f.write_str(e),
+            RegisterError::Incarnation(e) => write!(f, "storing the incarnation: {e}"),
         }
     }
 }

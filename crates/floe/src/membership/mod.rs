@@ -18,6 +18,17 @@ use raft_store::types::{NodeId, WatchReceiver};
 use crate::runtime::Runtime;
 use detector::{Detector, Observation};
 
+/// Why joining a cluster failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum JoinError {
+    /// The cluster refused the request (for example a node id that was used before): fix it.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// No seed admitted the node before the deadline: check the seeds and retry.
+    #[error("no answer before the deadline; last error: {0}")]
+    NoAnswer(String),
+}
+
 /// Ask `seeds` (following leader hints) to add `me`; retries until `deadline`.
 pub(crate) async fn join(
     transport: &Transport,
@@ -26,7 +37,7 @@ pub(crate) async fn join(
     addr: &str,
     voter: bool,
     deadline: Instant,
-) -> Result<(), String> {
+) -> Result<(), JoinError> {
     let mut last = String::from("no seed answered");
     let mut targets: Vec<Target> = seeds.iter().map(|s| Target::any_node(*s)).collect();
     while Instant::now() < deadline {
@@ -52,7 +63,7 @@ pub(crate) async fn join(
                         ..
                     },
                 )) => {
-                    return Err(e.to_string());
+                    return Err(JoinError::Refused(e.to_string()));
                 }
                 Err(e) => last = e.to_string(),
             }
@@ -60,7 +71,7 @@ pub(crate) async fn join(
         targets.truncate(seeds.len() + 1);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Err(last)
+    Err(JoinError::NoAnswer(last))
 }
 
 /// The failure detector's driver: every `timeout / 8` (10–50 ms) it observes the Raft metrics
@@ -158,8 +169,14 @@ pub(crate) async fn self_fence(rt: Weak<Runtime>, period: Duration) {
                     incarnation = inc,
                     "declared down while alive: dropping activations and rejoining"
                 );
-                if let Err(e) = rt.rejoin().await {
-                    tracing::warn!(error = %e, "rejoin failed; will retry");
+                match rt.rejoin().await {
+                    Ok(()) => {}
+                    // Nothing written to this disk can be believed any more.
+                    Err(e @ crate::runtime::RegisterError::Incarnation(_)) => {
+                        rt.fatal(e.to_string()).await;
+                        return;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "rejoin failed; will retry"),
                 }
             }
             // A rejoin whose registration did not land (no leader, connection lost): the
