@@ -26,8 +26,7 @@ use raft_store::logic::RequestStatus;
 use raft_store::types::openraft::ReadPolicy;
 use raft_store::types::{NodeId, Raft, WatchReceiver};
 use raft_store::{
-    ActivateResult, ActorId, Command, CommandResult, CommitResult, Outcome, RequestId,
-    SessionResult, StateView,
+    ActivateResult, ActorId, Command, CommandResult, Outcome, RequestId, SessionResult, StateView,
 };
 use tokio::sync::{OnceCell, Semaphore};
 
@@ -36,20 +35,14 @@ use crate::actor::{Actor, DispatchError};
 use crate::call::{Caller, RawCall};
 use crate::config::RuntimeConfig;
 use crate::error::CallFailure;
-use crate::proposer::{ProposeError, Proposer};
+use crate::proposer::Proposer;
 
 /// The activation disappeared before running the call; route it again.
 pub(crate) struct Gone;
 
-type CallResult = Result<Vec<u8>, CallFailure>;
+mod outcome;
 
-/// The answer a recorded outcome gives.
-fn answer(outcome: Outcome) -> CallResult {
-    match outcome {
-        Outcome::Reply(r) => Ok(r),
-        Outcome::Rejected { error, display } => Err(CallFailure::Rejected { error, display }),
-    }
-}
+use outcome::{CallResult, Settlement, answer};
 
 pub(crate) trait AnyActivation: Send + Sync {
     fn admit(&self, deadline: Instant) -> BoxFuture<'_, Result<(), CallFailure>>;
@@ -371,40 +364,22 @@ impl<A: Actor> Activation<A> {
             }
             Ok(())
         };
-        match rt.proposer.propose(cmd).await {
-            Ok(CommandResult::Commit(CommitResult::Committed { version })) => {
+        match outcome::settle(rt.proposer.propose(cmd).await, outcome) {
+            Settlement::Committed { version, answer } => {
                 if changes {
                     rt.metrics.commits.inc();
                 }
                 inner.version = version;
-                answer(outcome)
+                answer
             }
-            Ok(CommandResult::Commit(CommitResult::Expired)) => {
-                // Its session expired, or its caller had let it go: it may have been applied
-                // before, so it is not applied again, and its outcome cannot be told.
+            Settlement::Undo(failure) => {
+                if matches!(failure, CallFailure::Expired) {
+                    tracing::warn!(actor = %self.id, request = %call.request, "request expired: outcome unknown");
+                }
                 undo(self, inner)?;
-                tracing::warn!(actor = %self.id, request = %call.request, "request expired: outcome unknown");
-                Err(CallFailure::Expired)
+                Err(failure)
             }
-            Ok(CommandResult::Commit(CommitResult::SessionFull)) => {
-                undo(self, inner)?;
-                Err(CallFailure::Unavailable(
-                    "the caller's session holds too many unacknowledged outcomes; back off".into(),
-                ))
-            }
-            Ok(CommandResult::Commit(CommitResult::Conflict { version })) => {
-                // Another write of this epoch applied first (a predecessor's commit whose
-                // outcome was unknown): ours was not applied. Reload; the caller retries.
-                inner.alive = false;
-                tracing::info!(actor = %self.id, base = inner.version, version, "commit conflict: reloading");
-                Err(CallFailure::Unavailable(
-                    "a concurrent write applied first; retry".into(),
-                ))
-            }
-            Ok(CommandResult::Commit(CommitResult::Duplicate {
-                outcome: original, ..
-            })) => {
-                // Applied before (a retry raced the original): keep the committed state.
+            Settlement::Reload(original) => {
                 let st = rt
                     .view
                     .actor_state(&self.id)
@@ -412,37 +387,15 @@ impl<A: Actor> Activation<A> {
                     .map_err(|e| CallFailure::Unavailable(e.to_string()))?;
                 self.restore(inner, st.as_ref().map(|s| s.state.as_slice()))?;
                 inner.version = st.as_ref().map_or(0, |s| s.version);
-                answer(original)
+                original
             }
-            Ok(CommandResult::Commit(CommitResult::StaleEpoch { current })) => {
-                rt.metrics.fenced.inc();
-                tracing::info!(actor = %self.id, epoch = self.epoch, "fenced: epoch no longer current");
+            Settlement::Drop { failure, fenced } => {
+                if fenced {
+                    rt.metrics.fenced.inc();
+                }
+                tracing::info!(actor = %self.id, epoch = self.epoch, base = inner.version, error = %failure, "commit not applied here: dropping the activation");
                 inner.alive = false;
-                Err(CallFailure::NotOwner(current.map(|p| p.node)))
-            }
-            Ok(CommandResult::Invalid(why)) => {
-                undo(self, inner)?;
-                Err(CallFailure::BadRequest(why))
-            }
-            Ok(other) => {
-                inner.alive = false;
-                Err(CallFailure::Unavailable(format!(
-                    "unexpected commit result {other:?}"
-                )))
-            }
-            Err(ProposeError::NotLeader(leader)) => {
-                // Not appended: the state we hold is not committed; reload on the next call.
-                inner.alive = false;
-                Err(CallFailure::Unavailable(format!(
-                    "no leader to commit (leader: {leader:?})"
-                )))
-            }
-            Err(e @ ProposeError::Unknown(_)) => {
-                // The commit may or may not have happened: drop this activation; the next one
-                // reloads whatever was committed.
-                inner.alive = false;
-                tracing::warn!(actor = %self.id, error = %e, "commit outcome unknown");
-                Err(CallFailure::Timeout)
+                Err(failure)
             }
         }
     }
