@@ -162,8 +162,11 @@ pub(crate) async fn self_fence(rt: Weak<Runtime>, period: Duration) {
             return;
         }
         let inc = rt.incarnation();
-        match rt.view.node(rt.node).await {
-            Ok(Some(rec)) if rec.incarnation == inc && !rec.alive => {
+        let Ok(rec) = rt.view.node(rt.node).await else {
+            continue;
+        };
+        match fence_step(rec.as_ref(), inc) {
+            FenceStep::Rejoin => {
                 tracing::warn!(
                     node = rt.node,
                     incarnation = inc,
@@ -179,9 +182,7 @@ pub(crate) async fn self_fence(rt: Weak<Runtime>, period: Duration) {
                     Err(e) => tracing::warn!(error = %e, "rejoin failed; will retry"),
                 }
             }
-            // A rejoin whose registration did not land (no leader, connection lost): the
-            // directory still has the older incarnation, down. Register again.
-            Ok(Some(rec)) if rec.incarnation < inc && !rec.alive => {
+            FenceStep::Register => {
                 tracing::info!(
                     node = rt.node,
                     incarnation = inc,
@@ -191,7 +192,64 @@ pub(crate) async fn self_fence(rt: Weak<Runtime>, period: Duration) {
                     tracing::warn!(error = %e, "registration failed; will retry");
                 }
             }
-            _ => {}
+            FenceStep::Nothing => {}
         }
+    }
+}
+
+/// What self-fencing does after reading this node's own directory record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FenceStep {
+    /// Declared down in the incarnation it runs: its placements are void. Drop every
+    /// activation and register again with a new incarnation.
+    Rejoin,
+    /// A rejoin whose registration did not land (no leader, connection lost): the directory
+    /// still has the older incarnation, down. Register again.
+    Register,
+    /// Alive in the directory (or not registered yet, or already superseded): nothing to do.
+    Nothing,
+}
+
+/// Decide the self-fencing step from this node's record (`None`: not registered) and the
+/// incarnation it runs.
+fn fence_step(rec: Option<&raft_store::NodeRecord>, incarnation: u64) -> FenceStep {
+    match rec {
+        Some(r) if !r.alive && r.incarnation == incarnation => FenceStep::Rejoin,
+        Some(r) if !r.alive && r.incarnation < incarnation => FenceStep::Register,
+        _ => FenceStep::Nothing,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(incarnation: u64, alive: bool) -> raft_store::NodeRecord {
+        raft_store::NodeRecord {
+            node: 1,
+            incarnation,
+            alive,
+            addr: String::new(),
+            actor_types: Vec::new(),
+            placements: 0,
+        }
+    }
+
+    #[test]
+    fn a_node_declared_down_in_its_own_incarnation_rejoins() {
+        assert_eq!(fence_step(Some(&rec(3, false)), 3), FenceStep::Rejoin);
+    }
+
+    #[test]
+    fn a_rejoin_that_did_not_land_registers_again() {
+        assert_eq!(fence_step(Some(&rec(3, false)), 4), FenceStep::Register);
+    }
+
+    #[test]
+    fn an_alive_unknown_or_newer_record_leaves_the_node_alone() {
+        assert_eq!(fence_step(Some(&rec(3, true)), 3), FenceStep::Nothing);
+        assert_eq!(fence_step(None, 3), FenceStep::Nothing);
+        // A newer incarnation than the one running: another process took over the id.
+        assert_eq!(fence_step(Some(&rec(5, false)), 4), FenceStep::Nothing);
     }
 }
