@@ -841,7 +841,9 @@ impl Runtime {
             .collect();
         let live: Vec<raft_store::NodeRecord> = hosts.iter().filter(|n| n.alive).cloned().collect();
         let preferred = match &self.link {
-            Some(link) => link.placement.choose(id, self.node, &live),
+            Some(link) => link
+                .placement
+                .choose(id, self.node, &live, &mut rand::rng()),
             None => None,
         };
         let Some(preferred) = preferred else {
@@ -982,7 +984,7 @@ impl Runtime {
                     .filter(|n| n.alive && n.actor_types.contains(&id.kind))
                     .collect();
                 link.placement
-                    .choose(id, self.node, &candidates)
+                    .choose(id, self.node, &candidates, &mut rand::rng())
                     .ok_or_else(|| {
                         CallFailure::Unavailable(format!(
                             "no live node hosts actor type {}",
