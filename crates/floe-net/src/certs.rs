@@ -2,8 +2,9 @@
 //!
 //! A node certificate carries the DNS names `floe-node` and `node-<id>.floe` and the URI
 //! `floe://node/<id>`; it is valid for server and client authentication. A client certificate
-//! carries the URI `floe://client/<name>` and is valid for client authentication only. The role a
-//! peer acts in is read from that URI (see [`crate::tls::Role`]).
+//! carries the URI `floe://client/<name>` and is valid for client authentication only; an admin
+//! certificate (`floe://admin/<name>`) is a client certificate that may also change the
+//! membership. The role a peer acts in is read from that URI (see [`crate::tls::Role`]).
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -178,7 +178,8 @@ impl SnapshotBody {
     }
 }
 
-/// What a node serves. Implemented by the Raft service and, later, the actor runtime.
+/// What a node serves: the node's network service implements it (Raft requests, calls,
+/// membership and status).
 pub trait Service: Send + Sync + 'static {
     /// Answer one request. The transport enforces the request deadline around it and has
     /// already refused node-only requests from clients.

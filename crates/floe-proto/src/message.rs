@@ -76,8 +76,8 @@ pub enum Request {
     Ping,
     /// The nodes of the cluster and their addresses (for clients and joining nodes).
     Members,
-    /// Add a node to the Raft membership (as learner, then voter if asked). Node certificates
-    /// only; served by the leader.
+    /// Add a node to the Raft membership (as learner, then voter if asked). Node and admin
+    /// certificates; served by the leader.
     AddNode {
         /// The node to add.
         node: NodeId,
@@ -86,7 +86,8 @@ pub enum Request {
         /// Make it a voter once it caught up.
         voter: bool,
     },
-    /// Remove a node from the Raft membership. Node certificates only; served by the leader.
+    /// Remove a node from the Raft membership. Node and admin certificates; served by the
+    /// leader.
     RemoveNode {
         /// The node to remove.
         node: NodeId,

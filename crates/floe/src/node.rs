@@ -288,7 +288,7 @@ impl NodeBuilder {
                             .any(|(id, _)| *id == me)
                 };
             if !member(&raft.metrics().borrow_watched()) && !c.join.is_empty() {
-                let deadline = std::time::Instant::now() + Duration::from_secs(60);
+                let deadline = std::time::Instant::now() + c.startup_timeout;
                 crate::membership::join(
                     &l.transport,
                     &c.join,
