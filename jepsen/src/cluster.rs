@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use floe::TlsMaterial;
 use floe::certs::CertificateAuthority;
-use floe_net::{RpcError, Target, Transport, TransportConfig};
-use floe_proto::{ErrorKind, Reply, Request, StatusReport, WireError};
+use floe_client::StatusReport;
+use floe_client::admin::{Admin, AdminError};
+use floe_net::TransportConfig;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -126,7 +127,7 @@ pub struct Cluster {
     pub size: usize,
     slots: u8,
     next_id: u64,
-    admin: Transport,
+    admin: Admin,
     /// TLS of the client role.
     pub client_tls: TlsMaterial,
 }
@@ -168,14 +169,16 @@ impl Cluster {
             .map_err(pem_err)?;
         let admin_tls = TlsMaterial::load(&admin_files).map_err(pem_err)?;
         let client_tls = TlsMaterial::load(&client_files).map_err(pem_err)?;
-        let admin = Transport::bind(
+        let admin = Admin::bind(
             TransportConfig {
                 listen: SocketAddr::from((Lab::client_ip(), 0)),
                 ..TransportConfig::default()
             },
             &admin_tls,
         )
-        .map_err(pem_err)?;
+        .map_err(pem_err)?
+        .with_query_timeout(Duration::from_secs(1))
+        .with_change_timeout(Duration::from_secs(20));
         let mut c = Self {
             dir: dir.to_path_buf(),
             floe_bin: floe_bin.to_path_buf(),
@@ -454,18 +457,7 @@ impl Cluster {
         if !p.running() || p.paused {
             return None;
         }
-        match self
-            .admin
-            .request(
-                &Target::any_node(p.addr()),
-                Request::Status,
-                Duration::from_secs(1),
-            )
-            .await
-        {
-            Ok(Reply::Status(s)) => Some(s),
-            _ => None,
-        }
+        self.admin.status(p.addr()).await.ok()
     }
 
     /// The leader, as a node that believes it leads reports (highest term wins).
@@ -482,37 +474,17 @@ impl Cluster {
         best.map(|(_, id)| id)
     }
 
-    /// Send an admin request to the cluster, following leader hints.
-    async fn admin_request(&self, what: &str, req: Request) -> Result<Reply, ClusterError> {
-        let mut targets: Vec<Target> = self
-            .live_ids()
+    /// The addresses of the live nodes, to send membership changes to.
+    fn seeds(&self) -> Vec<SocketAddr> {
+        self.live_ids()
             .iter()
             .filter_map(|id| self.nodes.get(id))
-            .map(|p| Target::any_node(p.addr()))
-            .collect();
-        let mut last = String::from("no node answered");
-        let mut i = 0;
-        while i < targets.len() && i < 12 {
-            let t = targets[i].clone();
-            i += 1;
-            match self
-                .admin
-                .request(&t, req.clone(), Duration::from_secs(20))
-                .await
-            {
-                Ok(r) => return Ok(r),
-                Err(RpcError::Remote(WireError {
-                    kind: ErrorKind::NotLeader { leader: Some(h) },
-                    ..
-                })) => {
-                    if let Ok(a) = h.addr.parse() {
-                        targets.insert(i, Target::node(h.node, a));
-                    }
-                }
-                Err(e) => last = e.to_string(),
-            }
-        }
-        Err(ClusterError::Admin(what.to_string(), last))
+            .map(|p| p.addr())
+            .collect()
+    }
+
+    fn admin_failed(what: &str) -> impl FnOnce(AdminError) -> ClusterError + '_ {
+        move |e| ClusterError::Admin(what.to_string(), e.to_string())
     }
 
     /// A free namespace slot.
@@ -527,12 +499,8 @@ impl Cluster {
         self.next_id += 1;
         self.create_node(id, slot, false, &[])?;
         let addr = SocketAddr::from((Lab::node_ip(slot), PORT)).to_string();
-        let req = Request::AddNode {
-            node: id,
-            addr,
-            voter: false,
-        };
-        if let Err(e) = self.admin_request("add learner", req).await {
+        let added = self.admin.add_node(&self.seeds(), id, addr, false).await;
+        if let Err(e) = added.map_err(Self::admin_failed("add learner")) {
             // Not added: stop it and free the slot.
             self.discard(id).await;
             return Err(e);
@@ -545,12 +513,11 @@ impl Cluster {
         let Some(p) = self.nodes.get(&id) else {
             return Ok(());
         };
-        let req = Request::AddNode {
-            node: id,
-            addr: p.addr().to_string(),
-            voter: true,
-        };
-        self.admin_request("promote", req).await?;
+        let addr = p.addr().to_string();
+        self.admin
+            .add_node(&self.seeds(), id, addr, true)
+            .await
+            .map_err(Self::admin_failed("promote"))?;
         if let Some(p) = self.nodes.get_mut(&id) {
             p.voter = true;
         }
@@ -559,8 +526,10 @@ impl Cluster {
 
     /// Remove node `id` from the membership, then stop it and delete its data.
     pub async fn remove(&mut self, id: u64) -> Result<(), ClusterError> {
-        self.admin_request("remove", Request::RemoveNode { node: id })
-            .await?;
+        self.admin
+            .remove_node(&self.seeds(), id)
+            .await
+            .map_err(Self::admin_failed("remove"))?;
         self.discard(id).await;
         Ok(())
     }
@@ -726,7 +695,10 @@ impl Cluster {
                 let _ = c.wait().await;
             }
         }
-        self.admin.shutdown(Duration::from_millis(200)).await;
+        self.admin
+            .transport()
+            .shutdown(Duration::from_millis(200))
+            .await;
     }
 }
 

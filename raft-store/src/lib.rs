@@ -16,7 +16,6 @@
 //! applied log id; it is flushed together with the log and on every snapshot.
 
 pub mod codec;
-pub mod command;
 mod error;
 mod log_store;
 pub mod logic;
@@ -28,8 +27,8 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use command::*;
 pub use error::{OpenError, StoreError};
+pub use floe_proto::command::{self, *};
 pub use log_store::{Durability, LogReader, LogStore};
 pub use state_machine::{SnapshotBuilder, StateMachine, StateView};
 

@@ -58,7 +58,7 @@ fn quic_transport() -> Arc<quinn::TransportConfig> {
 
 /// The frame a Floe client sends for one `Echo` call: the raw exchange carries the same bytes.
 pub fn echo_call_frame() -> Result<Vec<u8>, BenchError> {
-    let req = Request::Call(CallRequest {
+    let req = Request::from(CallRequest {
         actor: floe::ActorId::new(Echo::NAME, "e-0"),
         message: Ping::NAME.to_string(),
         payload: floe::wire::encode_message("Ping", &Ping(1))

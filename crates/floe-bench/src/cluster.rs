@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use floe::certs::CertificateAuthority;
 use floe::{NodeId, TlsMaterial};
+use floe_client::StatusReport;
+use floe_client::admin::Admin;
 use floe_client::{Client, ClientConfig};
+use floe_net::TransportConfig;
 use floe_net::certs::TlsFiles;
-use floe_net::{Target, Transport, TransportConfig};
-use floe_proto::{Reply, Request, StatusReport};
 
 use crate::BenchError;
 
@@ -76,18 +77,8 @@ pub fn free_port() -> Result<u16, BenchError> {
 }
 
 /// The status as the node at `at` reports it, through the admin endpoint `admin` (1 s deadline).
-pub async fn status_at(admin: &Transport, at: SocketAddr) -> Option<StatusReport> {
-    match admin
-        .request(
-            &Target::any_node(at),
-            Request::Status,
-            Duration::from_secs(1),
-        )
-        .await
-    {
-        Ok(Reply::Status(s)) => Some(s),
-        _ => None,
-    }
+pub async fn status_at(admin: &Admin, at: SocketAddr) -> Option<StatusReport> {
+    admin.status(at).await.ok()
 }
 
 /// The cluster CA and the certificates of nodes, the bench client and an admin, written as PEM
@@ -244,7 +235,7 @@ pub struct Cluster {
     pub nodes: Vec<NodeProc>,
     /// What the bench calls with.
     pub client_tls: TlsMaterial,
-    admin: Transport,
+    admin: Admin,
 }
 
 impl Cluster {
@@ -304,8 +295,9 @@ impl Cluster {
             p.start()?;
             nodes.push(p);
         }
-        let admin = Transport::bind(TransportConfig::default(), &certs.admin_tls()?)
-            .map_err(|e| BenchError::Cluster(format!("admin endpoint: {e}")))?;
+        let admin = Admin::bind(TransportConfig::default(), &certs.admin_tls()?)
+            .map_err(|e| BenchError::Cluster(format!("admin endpoint: {e}")))?
+            .with_query_timeout(Duration::from_secs(1));
         let client_tls = certs.client_tls()?;
         let mut c = Self {
             nodes,
@@ -351,7 +343,7 @@ impl Cluster {
     }
 
     /// The admin endpoint (to poll the status from another task).
-    pub fn admin(&self) -> Transport {
+    pub fn admin(&self) -> Admin {
         self.admin.clone()
     }
 

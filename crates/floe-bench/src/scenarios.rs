@@ -9,7 +9,7 @@ use floe::builtin::{Counter, Echo, Increment, Ping, Read, Register, Value};
 use floe::{Actor, Message, NodeId, RequestId};
 use floe_client::Client;
 use floe_net::{Target, Transport, TransportConfig};
-use floe_proto::{CallRequest, Reply, Request};
+use floe_proto::{CallReply, CallRequest};
 
 use crate::baseline::{self, Baselines, RawQuinn};
 use crate::cluster::{Certs, Cluster, NodeSettings};
@@ -279,7 +279,7 @@ async fn via_gateway(
     n: u64,
     owner: NodeId,
 ) -> Result<(), String> {
-    let req = Request::Call(CallRequest {
+    let req = CallRequest {
         actor: floe::ActorId::new(Echo::NAME, key),
         message: Ping::NAME.to_string(),
         payload: floe::wire::encode_message("Ping", &Ping(n)).map_err(err)?,
@@ -289,9 +289,9 @@ async fn via_gateway(
         hops: 0,
         acked: 0,
         retry: false,
-    });
+    };
     match t.request(gateway, req, CALL_DEADLINE).await.map_err(err)? {
-        Reply::Call {
+        CallReply {
             payload, owner: o, ..
         } if o == owner => {
             let got: u64 = floe_proto::codec::decode_body(&payload).map_err(err)?;
@@ -301,8 +301,7 @@ async fn via_gateway(
                 Err(format!("echo {n} answered {got}"))
             }
         }
-        Reply::Call { owner: o, .. } => Err(format!("answered by node {o}, expected {owner}")),
-        other => Err(format!("unexpected reply {other:?}")),
+        CallReply { owner: o, .. } => Err(format!("answered by node {o}, expected {owner}")),
     }
 }
 

@@ -12,10 +12,10 @@ use clap::{Args, Parser, Subcommand};
 use floe::builtin::{Cas, CasOutcome, Counter, Increment, Read, Register, Value};
 use floe::certs::CertificateAuthority;
 use floe::{ClusterConfig, Node, RuntimeConfig, TlsMaterial};
+use floe_client::admin::Admin;
 use floe_client::{Client, ClientConfig};
+use floe_net::TransportConfig;
 use floe_net::certs::TlsFiles;
-use floe_net::{RpcError, Target, Transport, TransportConfig};
-use floe_proto::{ErrorKind, Reply, Request, StatusReport, WireError};
 
 use crate::config::{ConfigError, NodeFile, bytes, millis, parse_member};
 
@@ -271,12 +271,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Cmd::Node(a) => node(*a).await,
         Cmd::Init(a) => init(a).await,
         Cmd::Join(a) => {
-            let req = Request::AddNode {
-                node: a.id,
-                addr: a.addr,
-                voter: a.voter,
-            };
-            admin(&a.conn, req).await?;
+            connect(&a.conn)?
+                .add_node(&[a.conn.node], a.id, a.addr, a.voter)
+                .await
+                .map_err(msg)?;
             println!(
                 "node {} added as {}",
                 a.id,
@@ -285,7 +283,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Cmd::Leave(a) => {
-            admin(&a.conn, Request::RemoveNode { node: a.id }).await?;
+            connect(&a.conn)?
+                .remove_node(&[a.conn.node], a.id)
+                .await
+                .map_err(msg)?;
             println!("node {} removed", a.id);
             Ok(())
         }
@@ -549,36 +550,10 @@ impl ShutdownSignal {
     }
 }
 
-async fn connect(conn: &ConnArgs) -> Result<Transport, CliError> {
+fn connect(conn: &ConnArgs) -> Result<Admin, CliError> {
     let files = tls_files(&conn.tls, None)?;
     let tls = TlsMaterial::load(&files).map_err(msg)?;
-    Transport::bind(TransportConfig::default(), &tls).map_err(msg)
-}
-
-/// Send an admin request, following leader hints.
-async fn admin(conn: &ConnArgs, req: Request) -> Result<Reply, CliError> {
-    let t = connect(conn).await?;
-    let mut target = Target::any_node(conn.node);
-    for _ in 0..5 {
-        match t
-            .request(&target, req.clone(), Duration::from_secs(60))
-            .await
-        {
-            Ok(r) => return Ok(r),
-            Err(RpcError::Remote(WireError {
-                kind: ErrorKind::NotLeader { leader: Some(h) },
-                ..
-            })) => {
-                let addr = h
-                    .addr
-                    .parse()
-                    .map_err(|_| msg(format!("leader address {:?}", h.addr)))?;
-                target = Target::node(h.node, addr);
-            }
-            Err(e) => return Err(msg(e)),
-        }
-    }
-    Err(msg("the leader kept changing; try again"))
+    Admin::bind(TransportConfig::default(), &tls).map_err(msg)
 }
 
 async fn init(a: InitArgs) -> Result<(), CliError> {
@@ -587,13 +562,10 @@ async fn init(a: InitArgs) -> Result<(), CliError> {
         .iter()
         .map(|s| parse_member(s))
         .collect::<Result<Vec<_>, _>>()?;
-    admin(
-        &a.conn,
-        Request::Initialize {
-            voters: voters.clone(),
-        },
-    )
-    .await?;
+    connect(&a.conn)?
+        .initialize(a.conn.node, voters.clone())
+        .await
+        .map_err(msg)?;
     println!(
         "cluster initialized with voters {}",
         voters
@@ -603,17 +575,6 @@ async fn init(a: InitArgs) -> Result<(), CliError> {
             .join(",")
     );
     Ok(())
-}
-
-async fn status_of(t: &Transport, target: &Target) -> Result<StatusReport, CliError> {
-    match t
-        .request(target, Request::Status, Duration::from_secs(5))
-        .await
-        .map_err(msg)?
-    {
-        Reply::Status(s) => Ok(s),
-        other => Err(msg(format!("unexpected reply {other:?}"))),
-    }
 }
 
 #[derive(serde::Serialize)]
@@ -636,17 +597,15 @@ struct Status {
     members: Vec<StatusRow>,
 }
 
-async fn gather_status(t: &Transport, seed: SocketAddr) -> Result<Status, CliError> {
-    let first = status_of(t, &Target::any_node(seed)).await?;
+async fn gather_status(admin: &Admin, seed: SocketAddr) -> Result<Status, CliError> {
+    let first = admin.status(seed).await.map_err(msg)?;
     // The leader knows heartbeats; each member knows its own state and applied index.
     let leader_report = match first
         .leader
         .and_then(|l| first.members.iter().find(|m| m.node == l))
     {
         Some(m) if m.node != first.node => match m.addr.parse() {
-            Ok(a) => status_of(t, &Target::node(m.node, a))
-                .await
-                .unwrap_or(first.clone()),
+            Ok(a) => admin.status(a).await.unwrap_or(first.clone()),
             Err(_) => first.clone(),
         },
         _ => first.clone(),
@@ -654,7 +613,7 @@ async fn gather_status(t: &Transport, seed: SocketAddr) -> Result<Status, CliErr
     let mut rows = Vec::new();
     for m in &leader_report.members {
         let own = match m.addr.parse() {
-            Ok(a) => status_of(t, &Target::node(m.node, a)).await.ok(),
+            Ok(a) => admin.status(a).await.ok(),
             Err(_) => None,
         };
         rows.push(StatusRow {
@@ -703,8 +662,8 @@ fn print_status(s: &Status) {
 }
 
 async fn status(a: StatusArgs) -> Result<(), CliError> {
-    let t = connect(&a.conn).await?;
-    let s = gather_status(&t, a.conn.node).await?;
+    let admin = connect(&a.conn)?;
+    let s = gather_status(&admin, a.conn.node).await?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&s).map_err(msg)?);
     } else {
@@ -827,7 +786,7 @@ async fn dev(a: DevArgs) -> Result<(), CliError> {
             .await
             .map_err(msg)?;
         demo(&client).await?;
-        let t = Transport::bind(
+        let admin = Admin::bind(
             TransportConfig::default(),
             &TlsMaterial::load(&TlsFiles {
                 ca: certs_dir.join("ca.pem"),
@@ -837,7 +796,7 @@ async fn dev(a: DevArgs) -> Result<(), CliError> {
             .map_err(msg)?,
         )
         .map_err(msg)?;
-        print_status(&gather_status(&t, seeds[0]).await?);
+        print_status(&gather_status(&admin, seeds[0]).await?);
         client.close().await;
     }
     if !a.exit {

@@ -17,6 +17,10 @@
 //! twice. Once an attempt of a call may have reached the cluster, no later attempt's failure is
 //! reported as definite.
 
+pub mod admin;
+
+pub use floe_proto::{MemberInfo, MemberStatus, StatusReport};
+
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
@@ -27,7 +31,7 @@ use std::time::{Duration, Instant};
 use floe::session::SessionTracker;
 use floe::{Actor, ActorId, CallError, CallFailure, Handler, Message, NodeId, RequestId};
 use floe_net::{RpcError, Target, TlsMaterial, Transport, TransportConfig};
-use floe_proto::{Action, CallRequest, MemberInfo, NodeHint, Reply, Request};
+use floe_proto::{Action, CallReply, CallRequest, Members, NodeHint, OpenSession};
 
 /// Settings of a [`Client`].
 #[derive(Debug, Clone)]
@@ -168,16 +172,10 @@ impl Client {
             match self
                 .inner
                 .transport
-                .request(&t, Request::Members, self.inner.config.attempt_timeout)
+                .request(&t, Members, self.inner.config.attempt_timeout)
                 .await
             {
-                Ok(Reply::Members(m)) => return Ok(m),
-                Ok(other) => {
-                    last = RpcError::Remote(floe_proto::WireError::new(
-                        floe_proto::ErrorKind::Internal,
-                        format!("unexpected reply {other:?}"),
-                    ))
-                }
+                Ok(m) => return Ok(m),
                 Err(e) => last = e,
             }
         }
@@ -287,15 +285,10 @@ impl Client {
             match self
                 .inner
                 .transport
-                .request(&self.seed(), Request::OpenSession, attempt)
+                .request(&self.seed(), OpenSession, attempt)
                 .await
             {
-                Ok(Reply::Session { id }) => return Ok(id),
-                Ok(other) => {
-                    return Err(CallFailure::Unavailable(format!(
-                        "unexpected reply {other:?}"
-                    )));
-                }
+                Ok(opened) => return Ok(opened.id),
                 Err(RpcError::Refused(m)) => {
                     return Err(CallFailure::BadRequest(format!("refused: {m}")));
                 }
@@ -327,13 +320,13 @@ impl Client {
         call: CallRequest,
         timeout: Duration,
         hedged: &mut bool,
-    ) -> Result<Reply, RpcError> {
+    ) -> Result<CallReply, RpcError> {
         let t = &self.inner.transport;
         let Some(owner) = self.cached_target(actor) else {
-            return t.request(&self.seed(), Request::Call(call), timeout).await;
+            return t.request(&self.seed(), call, timeout).await;
         };
         let first_fixed = call.retry;
-        let direct = t.request(&owner, Request::Call(call.clone()), timeout);
+        let direct = t.request(&owner, call.clone(), timeout);
         tokio::pin!(direct);
         let hedge = self.inner.config.hedge_after.min(timeout);
         tokio::select! {
@@ -346,7 +339,7 @@ impl Client {
             retry: true,
             ..call
         };
-        let via_seed = t.request(&seed, Request::Call(copy), timeout.saturating_sub(hedge));
+        let via_seed = t.request(&seed, copy, timeout.saturating_sub(hedge));
         if !first_fixed {
             // The first copy may answer afresh (a read, a rejection) while this one commits:
             // only the copy whose answer the log fixes may be taken.
@@ -447,19 +440,13 @@ impl Client {
                 *ambiguous = true;
             }
             let retry = match result {
-                Ok(Reply::Call {
+                Ok(CallReply {
                     payload,
                     owner,
                     owner_addr,
                 }) => {
                     self.learn(actor, owner_addr.map(|addr| NodeHint { node: owner, addr }));
                     return Ok(payload);
-                }
-                Ok(other) => {
-                    return Err(unknown(
-                        *ambiguous,
-                        CallFailure::Unavailable(format!("unexpected reply {other:?}")),
-                    ));
                 }
                 Err(RpcError::Remote(e)) => match e.kind.action() {
                     Action::Reroute => {

@@ -4,6 +4,7 @@
 
 mod common;
 
+use floe_client::admin::{Admin, AdminError};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -212,14 +213,9 @@ async fn learner_joins_hosts_actors_and_leaves() {
     // The learner leaves: its actor moves, with its state.
     let leader = nodes[0].cluster().await.leader.expect("leader");
     let leader_addr = addr(&nodes[(leader - 1) as usize]);
-    let admin = floe_net::Transport::bind(floe_net::TransportConfig::default(), &pki.node(99))
-        .expect("admin");
+    let admin = Admin::bind(floe_net::TransportConfig::default(), &pki.node(99)).expect("admin");
     admin
-        .request(
-            &floe_net::Target::node(leader, leader_addr),
-            floe_proto::Request::RemoveNode { node: 4 },
-            Duration::from_secs(30),
-        )
+        .remove_node(&[leader_addr], 4)
         .await
         .expect("remove learner");
     learner.shutdown().await.expect("learner stops");
@@ -240,17 +236,10 @@ async fn learner_joins_hosts_actors_and_leaves() {
 
     // Its id cannot be reused.
     let err = admin
-        .request(
-            &floe_net::Target::node(leader, leader_addr),
-            floe_proto::Request::AddNode {
-                node: 4,
-                addr: "127.0.0.1:1".into(),
-                voter: false,
-            },
-            Duration::from_secs(10),
-        )
+        .add_node(&[leader_addr], 4, "127.0.0.1:1", false)
         .await
         .expect_err("id reuse");
+    assert!(matches!(err, AdminError::Rejected(_)), "{err}");
     assert!(err.to_string().contains("never reused"), "{err}");
     for node in nodes {
         node.shutdown().await.expect("shutdown");
@@ -391,15 +380,10 @@ async fn a_voter_is_replaced() {
     );
     let leader = view.leader.expect("leader");
     let victim = (1..=3).rev().find(|n| *n != leader).expect("a follower");
-    let admin = floe_net::Transport::bind(floe_net::TransportConfig::default(), &pki.node(98))
-        .expect("admin");
+    let admin = Admin::bind(floe_net::TransportConfig::default(), &pki.node(98)).expect("admin");
     let leader_addr = addr(&nodes[(leader - 1) as usize]);
     admin
-        .request(
-            &floe_net::Target::node(leader, leader_addr),
-            floe_proto::Request::RemoveNode { node: victim },
-            Duration::from_secs(30),
-        )
+        .remove_node(&[leader_addr], victim)
         .await
         .expect("remove voter");
     let gone = nodes.remove((victim - 1) as usize);

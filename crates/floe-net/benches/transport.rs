@@ -11,12 +11,12 @@ use floe_net::certs::CertificateAuthority;
 use floe_net::tls::{client_config, server_config};
 use floe_net::{Peer, Service, Target, TlsMaterial, Transport, TransportConfig};
 use floe_proto::codec::{DEFAULT_MAX_FRAME, encode_frame};
-use floe_proto::{Open, Reply, Request, Response};
+use floe_proto::{Answer, Open, Ping, Request};
 
 struct Pong;
 impl Service for Pong {
-    async fn handle(&self, _p: Peer, _r: Request) -> Response {
-        Ok(Reply::Pong)
+    async fn handle(&self, _p: Peer, _r: Request) -> Answer {
+        Answer::of::<Ping>(Ok(()))
     }
 }
 
@@ -46,10 +46,8 @@ impl Client {
     async fn call(&self) {
         match self {
             Client::Floe(t, target) => {
-                let r = t
-                    .request(target, Request::Ping, Duration::from_secs(5))
-                    .await;
-                assert!(matches!(r, Ok(Reply::Pong)), "{r:?}");
+                let r = t.request(target, Ping, Duration::from_secs(5)).await;
+                assert!(r.is_ok(), "{r:?}");
             }
             Client::Raw(conn, frame) => {
                 let (mut send, mut recv) = conn.open_bi().await.expect("open");
@@ -152,7 +150,7 @@ async fn run(budget: Duration) -> Vec<String> {
         .await
         .expect("handshake");
     // The raw exchange carries the same bytes floe-net sends for a ping.
-    let frame = encode_frame(&Open::Request(Request::Ping), DEFAULT_MAX_FRAME)
+    let frame = encode_frame(&Open::Request(Ping.into()), DEFAULT_MAX_FRAME)
         .expect("frame")
         .to_vec();
     let raw = Client::Raw(conn, Arc::new(frame));

@@ -1,5 +1,6 @@
 //! openraft over floe-net: the client side (`RaftNetworkV2` and its factory) and the server side
-//! ([`RaftService`], which hands RPCs to the local Raft).
+//! ([`RaftService`], which hands Raft's own RPCs to the local Raft). Proposals and read points
+//! forwarded to the leader are another protocol, served and called by the node.
 //!
 //! AppendEntries and votes travel as one request per stream; `stream_append` pipelines appends
 //! on one long-lived stream; a full snapshot is streamed on a stream of its own, straight from
@@ -12,19 +13,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use floe_proto::{
-    AppendEntriesRequest, AppendEntriesResponse, ErrorKind, NodeHint, Open, Reply, Request,
-    Response, SnapshotHeader, SnapshotResponse, StreamAppendResult, VoteRequest, VoteResponse,
-    WireError,
+use floe_proto::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, PreVote, RaftRequest, SnapshotHeader,
+    SnapshotResponse, StreamAppendResult, VoteRequest, VoteResponse,
 };
+use floe_proto::{AdminRequest, Answer, ErrorKind, Open, Request, Rpc, WireError};
 use futures::stream::BoxStream as FBoxStream;
 use futures::{Stream, StreamExt, stream};
+use openraft::RaftNetworkV2;
 use openraft::base::{BoxFuture, BoxStream};
 use openraft::error::{
     NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable,
 };
 use openraft::network::{RPCOption, RPCTypes, RaftNetworkFactory};
-use openraft::{RaftNetworkV2, ReadPolicy};
 use raft_store::types::{NodeId, NodeInfo, Raft, Snapshot, TypeConfig, Vote};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
@@ -164,7 +165,12 @@ impl RaftPeer {
         }
     }
 
-    async fn call(&self, req: Request, action: RPCTypes, ttl: Duration) -> Result<Reply, RpcErr> {
+    async fn call<R: Rpc>(
+        &self,
+        req: R,
+        action: RPCTypes,
+        ttl: Duration,
+    ) -> Result<R::Reply, RpcErr> {
         let target = self
             .target()
             .await
@@ -173,13 +179,6 @@ impl RaftPeer {
             .request(&target, req, ttl)
             .await
             .map_err(|e| self.rpc_error(e, action, ttl))
-    }
-
-    fn unexpected(&self, reply: Reply) -> RpcErr {
-        let e = RpcError::Protocol(floe_proto::FrameError::Malformed(format!(
-            "unexpected reply {reply:?}"
-        )));
-        RPCError::Network(NetworkError::new(&e))
     }
 
     async fn send_snapshot(
@@ -246,18 +245,13 @@ impl RaftNetworkV2<TypeConfig> for RaftPeer {
         let part = parts.swap_remove(0);
         let last = part.entries.last().map(|e| e.log_id).or(part.prev_log_id);
         match self
-            .call(
-                Request::AppendEntries(part),
-                RPCTypes::AppendEntries,
-                option.soft_ttl(),
-            )
+            .call(part, RPCTypes::AppendEntries, option.soft_ttl())
             .await?
         {
-            Reply::AppendEntries(AppendEntriesResponse::Success) if !whole => {
+            AppendEntriesResponse::Success if !whole => {
                 Ok(AppendEntriesResponse::PartialSuccess(last))
             }
-            Reply::AppendEntries(r) => Ok(r),
-            other => Err(self.unexpected(other)),
+            r => Ok(r),
         }
     }
 
@@ -374,13 +368,7 @@ impl RaftNetworkV2<TypeConfig> for RaftPeer {
     }
 
     async fn vote(&mut self, rpc: VoteRequest, option: RPCOption) -> Result<VoteResponse, RpcErr> {
-        match self
-            .call(Request::Vote(rpc), RPCTypes::Vote, option.soft_ttl())
-            .await?
-        {
-            Reply::Vote(r) => Ok(r),
-            other => Err(self.unexpected(other)),
-        }
+        self.call(rpc, RPCTypes::Vote, option.soft_ttl()).await
     }
 
     async fn pre_vote(
@@ -388,13 +376,8 @@ impl RaftNetworkV2<TypeConfig> for RaftPeer {
         rpc: VoteRequest,
         option: RPCOption,
     ) -> Result<VoteResponse, RpcErr> {
-        match self
-            .call(Request::PreVote(rpc), RPCTypes::Vote, option.soft_ttl())
-            .await?
-        {
-            Reply::Vote(r) => Ok(r),
-            other => Err(self.unexpected(other)),
-        }
+        self.call(PreVote(rpc), RPCTypes::Vote, option.soft_ttl())
+            .await
     }
 
     async fn full_snapshot(
@@ -421,7 +404,7 @@ impl RaftNetworkV2<TypeConfig> for RaftPeer {
     }
 }
 
-/// Serves Raft RPCs, forwarded proposals and read-index requests to the local Raft.
+/// Serves Raft's RPCs, append streams and snapshots to the local Raft.
 pub struct RaftService {
     raft: Raft,
     incoming: PathBuf,
@@ -435,17 +418,6 @@ impl std::fmt::Debug for RaftService {
 
 fn internal(e: impl std::fmt::Display) -> WireError {
     WireError::new(ErrorKind::Internal, e.to_string())
-}
-
-fn not_leader(f: &openraft::error::ForwardToLeader<TypeConfig>) -> WireError {
-    let leader = match (f.leader_id, &f.leader_node) {
-        (Some(node), Some(info)) => Some(NodeHint {
-            node,
-            addr: info.addr.clone(),
-        }),
-        _ => None,
-    };
-    WireError::new(ErrorKind::NotLeader { leader }, "not the leader")
 }
 
 /// Prefix and suffix of the files snapshots are received into.
@@ -483,61 +455,19 @@ impl RaftService {
         Ok(Self { raft, incoming })
     }
 
-    /// Answer a Raft, proposal or read-index request; `None` for other requests.
-    pub async fn handle_raft(&self, req: Request) -> Option<Response> {
-        Some(match req {
-            Request::AppendEntries(r) => self
-                .raft
-                .append_entries(r)
-                .await
-                .map(Reply::AppendEntries)
-                .map_err(internal),
-            Request::Vote(r) => self.raft.vote(r).await.map(Reply::Vote).map_err(internal),
-            Request::PreVote(r) => self
-                .raft
-                .pre_vote(r)
-                .await
-                .map(Reply::Vote)
-                .map_err(internal),
-            Request::Propose(cmd) => match self.raft.client_write(cmd).await {
-                Ok(resp) => {
-                    // The proposer waits until it applied this entry itself: tell the followers
-                    // the new commit index now rather than at the next heartbeat.
-                    let _ = self.raft.trigger().heartbeat().await;
-                    Ok(Reply::Proposed {
-                        result: resp.data,
-                        index: resp.log_id.index,
-                    })
-                }
-                Err(e) => Err(match e.forward_to_leader() {
-                    Some(f) => not_leader(f),
-                    None => WireError::new(ErrorKind::Unavailable, e.to_string()),
-                }),
-            },
-            Request::ReadIndex => {
-                match self.raft.get_read_linearizer(ReadPolicy::ReadIndex).await {
-                    Ok(lin) => {
-                        // Likewise, the reader waits until it applied up to the read index.
-                        let _ = self.raft.trigger().heartbeat().await;
-                        Ok(Reply::ReadIndex {
-                            index: lin.read_log_id().index(),
-                        })
-                    }
-                    Err(e) => Err(match e.forward_to_leader() {
-                        Some(f) => not_leader(f),
-                        None => WireError::new(ErrorKind::Unavailable, e.to_string()),
-                    }),
-                }
+    /// Answer one of Raft's RPCs.
+    pub async fn serve(&self, req: RaftRequest) -> Answer {
+        match req {
+            RaftRequest::AppendEntries(r) => Answer::of::<AppendEntriesRequest>(
+                self.raft.append_entries(r).await.map_err(internal),
+            ),
+            RaftRequest::Vote(r) => {
+                Answer::of::<VoteRequest>(self.raft.vote(r).await.map_err(internal))
             }
-            Request::Ping => Ok(Reply::Pong),
-            Request::Call(_)
-            | Request::Members
-            | Request::AddNode { .. }
-            | Request::RemoveNode { .. }
-            | Request::Initialize { .. }
-            | Request::Status
-            | Request::OpenSession => return None,
-        })
+            RaftRequest::PreVote(r) => {
+                Answer::of::<PreVote>(self.raft.pre_vote(r.0).await.map_err(internal))
+            }
+        }
     }
 
     async fn receive_snapshot(
@@ -582,13 +512,16 @@ impl RaftService {
 }
 
 impl Service for RaftService {
-    async fn handle(&self, _peer: Peer, req: Request) -> Response {
-        match self.handle_raft(req).await {
-            Some(r) => r,
-            None => Err(WireError::new(
-                ErrorKind::BadRequest,
-                "this node serves Raft only (no actor runtime)",
-            )),
+    async fn handle(&self, _peer: Peer, req: Request) -> Answer {
+        match req {
+            Request::Raft(r) => self.serve(r).await,
+            Request::Admin(AdminRequest::Ping(p)) => p.answer(Ok(())),
+            Request::Actor(_) | Request::Admin(_) | Request::Leader(_) => {
+                Answer::error(WireError::new(
+                    ErrorKind::BadRequest,
+                    "this node serves Raft only (no actor runtime)",
+                ))
+            }
         }
     }
 
@@ -650,7 +583,7 @@ mod tests {
             assert_eq!(p.prev_log_id, prev, "parts are consecutive");
             assert_eq!(p.leader_commit, req.leader_commit);
             let frame = floe_proto::codec::encode_frame(
-                &floe_proto::Request::AppendEntries(p.clone()),
+                &floe_proto::Request::from(p.clone()),
                 floe_proto::codec::DEFAULT_MAX_FRAME,
             );
             assert!(frame.is_ok(), "part does not fit a frame: {frame:?}");

@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use floe_proto::ALPN;
-use raft_store::types::NodeId;
+use floe_proto::NodeId;
 use rustls::RootCertStore;
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;

@@ -10,11 +10,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use floe_proto::codec::{LEN_BYTES, check_len, decode_body, encode_frame};
-use floe_proto::{
-    AppendEntriesRequest, ErrorKind, FrameError, Open, Reply, Request, Response, SnapshotHeader,
-    SnapshotResponse, StreamAppendResult, WireError,
+#[cfg(feature = "raft")]
+use floe_proto::raft::{
+    AppendEntriesRequest, SnapshotHeader, SnapshotResponse, StreamAppendResult,
 };
+use floe_proto::{Answer, ErrorKind, FrameError, Open, Request, Rpc, WireError};
+#[cfg(feature = "raft")]
 use futures::stream::BoxStream;
+#[cfg(feature = "raft")]
 use futures::{StreamExt, stream};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{AsyncUdpSocket, Connection, ConnectionError, Runtime, VarInt};
@@ -60,7 +63,7 @@ pub struct Target {
 
 impl Target {
     /// Node `id` at `addr`: the server must hold node `id`'s certificate.
-    pub fn node(id: raft_store::types::NodeId, addr: SocketAddr) -> Self {
+    pub fn node(id: floe_proto::NodeId, addr: SocketAddr) -> Self {
         Self {
             addr,
             server_name: crate::certs::node_server_name(id),
@@ -143,6 +146,7 @@ pub fn check_snapshot_size(size: u64, max: u64) -> Result<(), SnapshotTooLarge> 
 
 /// The body of an incoming snapshot: exactly `size` bytes of the stream.
 #[derive(Debug)]
+#[cfg_attr(not(feature = "raft"), allow(dead_code))]
 pub struct SnapshotBody {
     recv: quinn::RecvStream,
     remaining: u64,
@@ -181,11 +185,13 @@ impl SnapshotBody {
 /// What a node serves: the node's network service implements it (Raft requests, calls,
 /// membership and status).
 pub trait Service: Send + Sync + 'static {
-    /// Answer one request. The transport enforces the request deadline around it and has
-    /// already refused node-only requests from clients.
-    fn handle(&self, peer: Peer, req: Request) -> impl Future<Output = Response> + Send;
+    /// Answer one request, with the [`Answer`] its request type builds ([`Rpc::answer`]). The
+    /// transport enforces the request deadline around it and has already refused requests the
+    /// peer's role may not send.
+    fn handle(&self, peer: Peer, req: Request) -> impl Future<Output = Answer> + Send;
 
     /// Serve a pipelined Raft append stream from a node.
+    #[cfg(feature = "raft")]
     fn append_stream(
         &self,
         peer: Peer,
@@ -202,6 +208,7 @@ pub trait Service: Send + Sync + 'static {
     }
 
     /// Receive a full snapshot from a node.
+    #[cfg(feature = "raft")]
     fn install_snapshot(
         &self,
         peer: Peer,
@@ -275,6 +282,33 @@ impl FrameStream {
     /// Receive one frame; `None` if the peer finished the stream at a frame boundary.
     pub async fn recv_frame<T: DeserializeOwned>(&mut self) -> Result<Option<T>, RpcError> {
         read_frame(&mut self.recv, self.max_frame, &self.budget).await
+    }
+
+    /// Send an answer as one frame; one beyond the frame limit is replaced by a `TooLarge`
+    /// error, so the caller learns that nothing it can use came back.
+    async fn send_answer(&mut self, answer: &Answer) -> Result<(), RpcError> {
+        let too_large;
+        let mut body = answer.body();
+        if body.len() > self.max_frame {
+            too_large = Answer::error(WireError::new(
+                ErrorKind::TooLarge,
+                format!(
+                    "the answer of {} bytes exceeds the frame limit of {}",
+                    body.len(),
+                    self.max_frame
+                ),
+            ));
+            body = too_large.body();
+        }
+        let len = u32::try_from(body.len()).map_err(|_| FrameError::TooLarge {
+            len: body.len(),
+            max: self.max_frame,
+        })?;
+        self.send
+            .write_all(&len.to_be_bytes())
+            .await
+            .map_err(lost)?;
+        self.send.write_all(body).await.map_err(lost)
     }
 
     /// Split into halves.
@@ -635,16 +669,16 @@ impl Transport {
     ///
     /// # Cancel safety
     /// Dropping the future abandons the stream; the server may still execute the request.
-    pub async fn request(
+    pub async fn request<R: Rpc>(
         &self,
         target: &Target,
-        req: Request,
+        req: R,
         timeout: Duration,
-    ) -> Result<Reply, RpcError> {
+    ) -> Result<R::Reply, RpcError> {
         let fut = async {
-            let mut s = self.open_stream(target, &Open::Request(req)).await?;
+            let mut s = self.open_stream(target, &Open::Request(req.into())).await?;
             s.send.finish().map_err(lost)?;
-            match s.recv_frame::<Response>().await? {
+            match s.recv_frame::<Result<R::Reply, WireError>>().await? {
                 Some(Ok(reply)) => Ok(reply),
                 Some(Err(e)) => Err(RpcError::Remote(e)),
                 None => Err(FrameError::Truncated("no response").into()),
@@ -767,8 +801,8 @@ impl Transport {
             }
             Ok(Err(e)) => {
                 // Tell the peer why, then close both directions.
-                let reply: Response = Err(WireError::new(ErrorKind::BadRequest, e.to_string()));
-                let _ = s.send_frame(&reply).await;
+                let reply = Answer::error(WireError::new(ErrorKind::BadRequest, e.to_string()));
+                let _ = s.send_answer(&reply).await;
                 let _ = s.send.finish();
                 let _ = s.recv.stop(codes::STREAM_REFUSED);
                 return Err(e);
@@ -776,17 +810,20 @@ impl Transport {
             Ok(Ok(None)) => return Ok(()),
             Ok(Ok(Some(open))) => open,
         };
+        // Without this crate's `raft` feature, the wire crate may still have its Raft streams
+        // (another crate enabled them): they are node-only, and refused below.
+        #[allow(unreachable_patterns)]
         let access = match &open {
             Open::Request(r) => r.access(),
-            Open::AppendStream | Open::Snapshot(_) => floe_proto::Access::Node,
+            _ => floe_proto::Access::Node,
         };
         if !peer.role.allows(access) {
             tracing::warn!(peer = %peer.role, ?access, "refused a request the peer's role does not allow");
-            let reply: Response = Err(WireError::new(
+            let reply = Answer::error(WireError::new(
                 ErrorKind::Forbidden,
                 format!("a {} certificate may not send this request", peer.role),
             ));
-            s.send_frame(&reply).await?;
+            s.send_answer(&reply).await?;
             let _ = s.send.finish();
             let _ = s.recv.stop(codes::STREAM_REFUSED);
             return Ok(());
@@ -800,13 +837,29 @@ impl Transport {
                 .await
                 {
                     Ok(r) => r,
-                    Err(_) => Err(WireError::new(ErrorKind::Timeout, "server deadline passed")),
+                    Err(_) => {
+                        Answer::error(WireError::new(ErrorKind::Timeout, "server deadline passed"))
+                    }
                 };
-                s.send_frame(&reply).await?;
+                s.send_answer(&reply).await?;
                 let _ = s.send.finish();
                 Ok(())
             }
+            #[cfg(feature = "raft")]
             Open::AppendStream => self.serve_append_stream(s, peer, service).await,
+            #[cfg(not(feature = "raft"))]
+            #[allow(unreachable_patterns)]
+            _ => {
+                let reply = Answer::error(WireError::new(
+                    ErrorKind::BadRequest,
+                    "Raft streams are not served here",
+                ));
+                s.send_answer(&reply).await?;
+                let _ = s.send.finish();
+                let _ = s.recv.stop(codes::STREAM_REFUSED);
+                Ok(())
+            }
+            #[cfg(feature = "raft")]
             Open::Snapshot(header) => {
                 let size = header.size;
                 if let Err(e) = check_snapshot_size(size, cfg.max_snapshot_bytes) {
@@ -843,6 +896,7 @@ impl Transport {
         }
     }
 
+    #[cfg(feature = "raft")]
     async fn serve_append_stream<S: Service>(
         &self,
         s: FrameStream,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::*;
 use floe_net::{Transport, TransportConfig};
 use floe_proto::codec::{DEFAULT_MAX_FRAME, decode_frame};
-use floe_proto::{ErrorKind, Response, WireError};
+use floe_proto::{ErrorKind, WireError};
 use rand::RngCore;
 
 fn rss_kib() -> u64 {
@@ -35,7 +35,8 @@ async fn send_raw(conn: &quinn::Connection, bytes: &[u8]) -> Result<Vec<u8>, Str
 fn assert_bad_request(answer: Result<Vec<u8>, String>, what: &str) {
     match answer {
         Ok(bytes) => {
-            let r: Response = decode_frame(&bytes, DEFAULT_MAX_FRAME).expect("an error frame");
+            let r: Result<(), WireError> =
+                decode_frame(&bytes, DEFAULT_MAX_FRAME).expect("an error frame");
             assert!(
                 matches!(
                     r,

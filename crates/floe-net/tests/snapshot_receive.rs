@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use common::*;
 use floe_net::{Target, Transport, TransportConfig};
-use floe_proto::{ErrorKind, Open, SnapshotHeader, SnapshotResponse, WireError};
+use floe_proto::raft::{SnapshotHeader, SnapshotResponse};
+use floe_proto::{ErrorKind, Open, WireError};
 use raft_store::types::{SnapshotMeta, Vote};
 
 fn any_addr() -> std::net::SocketAddr {

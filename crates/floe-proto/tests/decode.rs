@@ -1,15 +1,17 @@
 //! Decoders never panic on any input, and every envelope round-trips.
 
 use floe_proto::codec::{DEFAULT_MAX_FRAME, FrameDecoder, decode_body, decode_frame, encode_frame};
-use floe_proto::{CallRequest, ErrorKind, Open, Reply, Request, Response, WireError};
+use floe_proto::raft::{AppendEntriesRequest, Entry, EntryPayload, TypeConfig, Vote};
+use floe_proto::{
+    ActorId, Answer, CallReply, CallRequest, Command, ErrorKind, Open, Ping, Request, RequestId,
+    Rpc, Status, StatusReport, WireError,
+};
 use proptest::prelude::*;
-use raft_store::types::{Entry, EntryPayload, TypeConfig, Vote};
-use raft_store::{ActorId, Command, RequestId};
 
 fn samples() -> Vec<Open> {
     let entries: Vec<Entry> = (1..=3)
         .map(|i| Entry {
-            log_id: openraft::testing::log_id::<TypeConfig>(2, 1, i),
+            log_id: floe_proto::raft::openraft::testing::log_id::<TypeConfig>(2, 1, i),
             payload: EntryPayload::Normal(Command::Activate {
                 actor: ActorId::new("T", format!("k{i}")),
                 preferred: 1,
@@ -17,14 +19,16 @@ fn samples() -> Vec<Open> {
         })
         .collect();
     vec![
-        Open::Request(Request::Ping),
-        Open::Request(Request::AppendEntries(floe_proto::AppendEntriesRequest {
+        Open::Request(Ping.into()),
+        Open::Request(Request::from(AppendEntriesRequest {
             vote: Vote::new_committed(2, 1),
-            prev_log_id: Some(openraft::testing::log_id::<TypeConfig>(1, 1, 0)),
+            prev_log_id: Some(floe_proto::raft::openraft::testing::log_id::<TypeConfig>(
+                1, 1, 0,
+            )),
             entries,
             leader_commit: None,
         })),
-        Open::Request(Request::Call(CallRequest {
+        Open::Request(Request::from(CallRequest {
             actor: ActorId::new("bank.Account", "alice"),
             message: "Deposit".into(),
             payload: vec![1, 2, 3],
@@ -50,35 +54,39 @@ fn envelopes_round_trip() {
         let back: Open = decode_frame(&f, DEFAULT_MAX_FRAME).expect("decode");
         assert_eq!(format!("{s:?}"), format!("{back:?}"));
     }
-    let r: Response = Err(WireError::new(ErrorKind::Timeout, "late"));
-    let f = encode_frame(&r, DEFAULT_MAX_FRAME).expect("encode");
-    let back: Response = decode_frame(&f, DEFAULT_MAX_FRAME).expect("decode");
+    let late = Answer::error(WireError::new(ErrorKind::Timeout, "late"));
+    let f = encode_frame(&late.body(), DEFAULT_MAX_FRAME).expect("encode");
+    assert!(f.len() > late.body().len());
     assert!(matches!(
-        back,
-        Err(WireError {
+        late.decode::<CallRequest>(),
+        Ok(Err(WireError {
             kind: ErrorKind::Timeout,
             ..
-        })
+        }))
     ));
-    let ok: Response = Ok(Reply::Call {
+    let reply = CallReply {
         payload: vec![5],
         owner: 3,
         owner_addr: Some("10.0.0.3:7000".into()),
-    });
-    let f = encode_frame(&ok, DEFAULT_MAX_FRAME).expect("encode");
-    assert!(matches!(
-        decode_frame::<Response>(&f, DEFAULT_MAX_FRAME),
-        Ok(Ok(Reply::Call { payload, owner: 3, owner_addr: Some(a) }))
-            if payload == vec![5] && a == "10.0.0.3:7000"
-    ));
+    };
+    let ok = Answer::of::<CallRequest>(Ok(reply.clone()));
+    assert_eq!(ok.decode::<CallRequest>(), Ok(Ok(reply)));
+    // An answer read as the reply of another request type is malformed, never a wrong value.
+    assert!(ok.decode::<Status>().is_err());
+    let _: Option<StatusReport> = Status
+        .answer(Err(WireError::new(ErrorKind::Internal, "x")))
+        .decode::<Status>()
+        .ok()
+        .and_then(|r| r.ok());
 }
 
 proptest! {
     #[test]
     fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
         let _ = decode_body::<Open>(&bytes);
-        let _ = decode_body::<Response>(&bytes);
-        let _ = decode_body::<floe_proto::StreamAppendResult>(&bytes);
+        let _ = decode_body::<Result<CallReply, WireError>>(&bytes);
+        let _ = decode_body::<Result<StatusReport, WireError>>(&bytes);
+        let _ = decode_body::<floe_proto::raft::StreamAppendResult>(&bytes);
         let _ = decode_frame::<Open>(&bytes, DEFAULT_MAX_FRAME);
         let mut d = FrameDecoder::new(1024);
         d.push(&bytes);

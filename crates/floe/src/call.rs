@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use floe_proto::NodeId;
+use floe_proto::{ActorId, RequestId};
 use futures::future::BoxFuture;
-use raft_store::types::NodeId;
-use raft_store::{ActorId, RequestId};
 
 use crate::error::CallFailure;
 

@@ -1,7 +1,7 @@
 //! Errors of actor calls.
 
-use raft_store::ActorId;
-use raft_store::types::NodeId;
+use floe_proto::ActorId;
+use floe_proto::NodeId;
 
 /// Why a call failed, without the handler's error type (the runtime's view).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

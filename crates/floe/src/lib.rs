@@ -59,44 +59,69 @@
 #[allow(unused_extern_crates)]
 extern crate self as floe;
 
+// The actor API: what actor implementations and callers need. No storage, no Raft.
+#[cfg_attr(not(feature = "server"), allow(dead_code, unused_imports))]
 mod actor;
 pub mod builtin;
+#[cfg_attr(not(feature = "server"), allow(dead_code))]
 mod call;
-mod cluster;
-mod config;
 mod error;
-mod incarnation;
-mod link;
-mod membership;
-mod metrics;
-mod node;
-mod placement;
-mod proposer;
-mod runtime;
 pub mod session;
 #[doc(hidden)]
 pub mod wire;
+
+// The server: the runtime, the cluster and the node (the `server` feature, on by default).
+#[cfg(feature = "server")]
+mod cluster;
+#[cfg(feature = "server")]
+mod config;
+#[cfg(feature = "server")]
+mod incarnation;
+#[cfg(feature = "server")]
+mod link;
+#[cfg(feature = "server")]
+mod membership;
+#[cfg(feature = "server")]
+mod metrics;
+#[cfg(feature = "server")]
+mod node;
+#[cfg(feature = "server")]
+mod placement;
+#[cfg(feature = "server")]
+mod proposer;
+#[cfg(feature = "server")]
+mod runtime;
+#[cfg(feature = "server")]
+mod service;
 
 pub use actor::{
     Actor, ActorError, ActorRef, Context, DispatchError, Handler, Lifecycle, Message, Never,
     StateError,
 };
-pub use cluster::{ClusterConfig, ClusterView, MemberView};
-pub use config::{ConfigError, RuntimeConfig};
 pub use error::{CallError, CallFailure};
 pub use floe_macros::{Actor, Message};
+pub use floe_proto::{ActorId, NodeId, NodeRecord, Outcome, RequestId};
+
+#[cfg(feature = "server")]
+pub use cluster::{ClusterConfig, ClusterView, MemberView};
+#[cfg(feature = "server")]
+pub use config::{ConfigError, RuntimeConfig};
+#[cfg(feature = "server")]
 pub use floe_net::{TlsMaterial, certs};
+#[cfg(feature = "server")]
 pub use node::{BuildError, Node, NodeBuilder, ShutdownError};
+#[cfg(feature = "server")]
 pub use placement::{Placement, PlacementStrategy};
+#[cfg(feature = "server")]
 pub use proposer::ProposeError;
-pub use raft_store::types::NodeId;
-pub use raft_store::{ActorId, NodeRecord, Outcome, RequestId};
 
 /// Everything an actor implementation needs.
 pub mod prelude {
+    #[cfg(feature = "server")]
+    pub use crate::Node;
     pub use crate::{
         Actor, ActorError, ActorRef, CallError, CallFailure, Context, Handler, Lifecycle, Message,
-        Never, Node,
+        Never,
     };
 }
 

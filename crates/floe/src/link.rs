@@ -1,12 +1,13 @@
 //! The runtime's link to the rest of the cluster: its transport and settings, peers' addresses
-//! from the Raft membership, and the remote form of a call.
+//! from the Raft membership, and the remote forms of a call and of its failure.
 
 use std::time::{Duration, Instant};
 
 use floe_net::{Target, Transport};
-use floe_proto::{CallRequest, NodeHint};
+use floe_proto::{CallRequest, ErrorKind, NodeHint, WireError};
 use raft_store::types::{NodeId, Raft, WatchReceiver};
 
+use crate::error::CallFailure;
 use crate::placement::Placement;
 
 /// The runtime's connection to the rest of the cluster.
@@ -33,6 +34,26 @@ pub(crate) fn target(raft: &Raft, node: NodeId) -> Option<Target> {
 
 pub(crate) fn hint(raft: &Raft, node: NodeId) -> Option<NodeHint> {
     node_addr(raft, node).map(|addr| NodeHint { node, addr })
+}
+
+/// A runtime failure as the wire carries it.
+pub(crate) fn to_wire(raft: &Raft, f: CallFailure) -> WireError {
+    let msg = f.to_string();
+    let kind = match f {
+        CallFailure::Rejected { error, .. } => ErrorKind::Rejected(error),
+        CallFailure::Panicked(_) => ErrorKind::Panicked,
+        CallFailure::ActivationFailed(_) => ErrorKind::ActivationFailed,
+        CallFailure::CallCycle(c) => ErrorKind::CallCycle(c),
+        CallFailure::NotOwner(n) => ErrorKind::NotOwner {
+            hint: n.and_then(|n| hint(raft, n)),
+        },
+        CallFailure::Unavailable(_) | CallFailure::Shutdown => ErrorKind::Unavailable,
+        CallFailure::Timeout => ErrorKind::Timeout,
+        CallFailure::Expired => ErrorKind::Expired,
+        CallFailure::TooLarge(_) => ErrorKind::TooLarge,
+        CallFailure::BadRequest(_) => ErrorKind::BadRequest,
+    };
+    WireError::new(kind, msg)
 }
 
 /// Build the remote form of a call.

@@ -23,10 +23,12 @@ use floe_net::{Role, Transport, TransportConfig};
 use crate::actor::Actor;
 use crate::actor::ActorRef;
 use crate::call::Caller;
-use crate::cluster::{ClusterConfig, ClusterView, NodeService};
+use crate::cluster::{ClusterConfig, ClusterView};
 use crate::config::{ConfigError, RuntimeConfig};
 use crate::link::Link;
+use crate::membership::admin::Admin;
 use crate::runtime::{Factory, RegisterError, Runtime, TypedFactory};
+use crate::service::NodeService;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -275,7 +277,7 @@ impl NodeBuilder {
             let service = NodeService {
                 raft_service: RaftService::new(raft.clone(), dir.join("incoming")).map_err(io)?,
                 rt: Arc::downgrade(&rt),
-                membership: tokio::sync::Mutex::new(()),
+                admin: Admin::default(),
             };
             l.transport.serve(Arc::new(service));
             let me = self.id;

@@ -1,3 +1,6 @@
+//! The Raft client: group commit of proposals, the leader protocol (proposals and read points
+//! that followers forward to the leader, both sides of it), and linearizable reads.
+//!
 //! Group commit: commands from many activations are proposed together as one `Batch` entry.
 //!
 //! Activations queue their command and wait; a single task takes everything queued (up to
@@ -10,10 +13,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use floe_net::{RpcError, Transport};
-use floe_proto::{ErrorKind, Reply, Request, WireError};
-use raft_store::types::{NodeId, Raft, WatchReceiver};
+use floe_proto::{
+    Answer, ErrorKind, LeaderRequest, NodeHint, Propose, Proposed, ReadIndex, ReadPoint, Rpc,
+    WireError,
+};
+use raft_store::types::openraft::ReadPolicy;
+use raft_store::types::openraft::error::ForwardToLeader;
+use raft_store::types::{NodeId, Raft, TypeConfig, WatchReceiver};
 use raft_store::{Command, CommandResult};
 use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::error::CallFailure;
 
 /// Why a proposal has no result.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -177,10 +187,10 @@ async fn submit(
             continue;
         };
         match transport
-            .request(&target, Request::Propose(cmd.clone()), remaining)
+            .request(&target, Propose(cmd.clone()), remaining)
             .await
         {
-            Ok(Reply::Proposed { result, index }) => {
+            Ok(Proposed { result, index }) => {
                 // Reads on this node must see what it proposed.
                 raft.wait(Some(deadline.saturating_duration_since(Instant::now())))
                     .applied_index_at_least(Some(index), "forwarded proposal applied")
@@ -190,7 +200,6 @@ async fn submit(
                     })?;
                 return Ok(result);
             }
-            Ok(other) => return Err(ProposeError::Unknown(format!("unexpected reply {other:?}"))),
             Err(RpcError::Remote(WireError {
                 kind: ErrorKind::NotLeader { .. },
                 ..
@@ -203,6 +212,96 @@ async fn submit(
             Err(e) => return Err(ProposeError::Unknown(format!("forwarded proposal: {e}"))),
         }
     }
+}
+
+/// Serve the leader protocol: a proposal or a read point asked by another node.
+pub(crate) async fn serve(raft: &Raft, req: LeaderRequest) -> Answer {
+    match req {
+        LeaderRequest::Propose(p) => {
+            let reply = match raft.client_write(p.0).await {
+                Ok(resp) => {
+                    // The proposer waits until it applied this entry itself: tell the followers
+                    // the new commit index now rather than at the next heartbeat.
+                    let _ = raft.trigger().heartbeat().await;
+                    Ok(Proposed {
+                        result: resp.data,
+                        index: resp.log_id.index,
+                    })
+                }
+                Err(e) => Err(match e.forward_to_leader() {
+                    Some(f) => not_leader(f),
+                    None => WireError::new(ErrorKind::Unavailable, e.to_string()),
+                }),
+            };
+            Answer::of::<Propose>(reply)
+        }
+        LeaderRequest::ReadIndex(q) => {
+            let reply = match raft.get_read_linearizer(ReadPolicy::ReadIndex).await {
+                Ok(lin) => {
+                    // Likewise, the reader waits until it applied up to the read index.
+                    let _ = raft.trigger().heartbeat().await;
+                    Ok(ReadPoint {
+                        index: lin.read_log_id().index(),
+                    })
+                }
+                Err(e) => Err(match e.forward_to_leader() {
+                    Some(f) => not_leader(f),
+                    None => WireError::new(ErrorKind::Unavailable, e.to_string()),
+                }),
+            };
+            q.answer(reply)
+        }
+    }
+}
+
+fn not_leader(f: &ForwardToLeader<TypeConfig>) -> WireError {
+    let leader = match (f.leader_id, &f.leader_node) {
+        (Some(node), Some(info)) => Some(NodeHint {
+            node,
+            addr: info.addr.clone(),
+        }),
+        _ => None,
+    };
+    WireError::new(ErrorKind::NotLeader { leader }, "not the leader")
+}
+
+/// Wait until this node has applied everything committed before the call: on the leader,
+/// openraft's read index; on a follower, the leader's read point (asked with at most `timeout`)
+/// and then the local apply up to it. Without a reachable quorum it fails.
+pub(crate) async fn linearize(
+    raft: &Raft,
+    forward: Option<&Transport>,
+    timeout: Duration,
+) -> Result<(), CallFailure> {
+    let (me, leader) = {
+        let m = raft.metrics().borrow_watched().clone();
+        (m.id, m.current_leader)
+    };
+    let unavailable =
+        |e: &dyn std::fmt::Display| CallFailure::Unavailable(format!("no linearizable read: {e}"));
+    match (forward, leader) {
+        (None, _) => {}
+        (Some(_), Some(l)) if l == me => {}
+        (Some(transport), Some(l)) => {
+            let target = crate::link::target(raft, l)
+                .ok_or_else(|| CallFailure::Unavailable(format!("leader {l} has no address")))?;
+            let ReadPoint { index } = transport
+                .request(&target, ReadIndex, timeout)
+                .await
+                .map_err(|e| unavailable(&e))?;
+            return raft
+                .wait(Some(timeout))
+                .applied_index_at_least(Some(index), "read index applied")
+                .await
+                .map(|_| ())
+                .map_err(|e| unavailable(&e));
+        }
+        (Some(_), None) => return Err(CallFailure::Unavailable("no leader".into())),
+    }
+    raft.ensure_linearizable(ReadPolicy::ReadIndex)
+        .await
+        .map(|_| ())
+        .map_err(|e| unavailable(&e))
 }
 
 fn error_of(e: &WriteError) -> ProposeError {

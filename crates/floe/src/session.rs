@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use raft_store::RequestId;
+use floe_proto::RequestId;
 
 /// Default time an unknown outcome stays retrievable by a retry with the same request id.
 pub const DEFAULT_RETRY_WINDOW: Duration = Duration::from_secs(300);

@@ -1,31 +1,10 @@
-//! The wire forms of a call for the node and the client: the one mapping between a runtime
-//! failure and the error the wire carries, and the encoding of messages and replies. Not a
-//! public API.
+//! The wire forms of a call for the client and the node: the mapping from the error the wire
+//! carries to a runtime failure, and the encoding of messages and replies. Not a public API.
+//! (The other direction needs peers' addresses and lives with them in the node's link.)
 
 use floe_proto::{ErrorKind, WireError};
-use raft_store::types::Raft;
 
 use crate::error::{CallError, CallFailure};
-
-/// A runtime failure as the wire carries it.
-pub(crate) fn to_wire(raft: &Raft, f: CallFailure) -> WireError {
-    let msg = f.to_string();
-    let kind = match f {
-        CallFailure::Rejected { error, .. } => ErrorKind::Rejected(error),
-        CallFailure::Panicked(_) => ErrorKind::Panicked,
-        CallFailure::ActivationFailed(_) => ErrorKind::ActivationFailed,
-        CallFailure::CallCycle(c) => ErrorKind::CallCycle(c),
-        CallFailure::NotOwner(n) => ErrorKind::NotOwner {
-            hint: n.and_then(|n| crate::link::hint(raft, n)),
-        },
-        CallFailure::Unavailable(_) | CallFailure::Shutdown => ErrorKind::Unavailable,
-        CallFailure::Timeout => ErrorKind::Timeout,
-        CallFailure::Expired => ErrorKind::Expired,
-        CallFailure::TooLarge(_) => ErrorKind::TooLarge,
-        CallFailure::BadRequest(_) => ErrorKind::BadRequest,
-    };
-    WireError::new(kind, msg)
-}
 
 /// A wire error as a runtime failure.
 pub fn from_wire(e: WireError) -> CallFailure {

@@ -19,14 +19,16 @@ const LAYERS: &[&[&str]] = &[
     &["wire"],
     // The actor API: traits and the handler's context.
     &["actor"],
-    // The Raft client: proposals and leader lookup.
+    // The Raft client: proposals, the leader protocol, linearizable reads.
     &["proposer"],
     // Activations, the call loop, forwarding, the read index.
     &["runtime"],
     // Joining, the failure detector, self-fencing.
     &["membership"],
-    // The node's network service and the cluster view.
+    // The cluster view.
     &["cluster"],
+    // The node's network service: one dispatch per sub-protocol.
+    &["service"],
     // Actors that ship with Floe.
     &["builtin"],
     // The node builder.

@@ -7,10 +7,10 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use floe::TlsMaterial;
-use floe_client::{Client, ClientConfig};
+use floe_client::admin::Admin;
+use floe_client::{Client, ClientConfig, StatusReport};
+use floe_net::TransportConfig;
 use floe_net::certs::TlsFiles;
-use floe_net::{Target, Transport, TransportConfig};
-use floe_proto::{Reply, Request, StatusReport};
 
 pub const FLOE: &str = env!("CARGO_BIN_EXE_floe");
 
@@ -247,23 +247,13 @@ pub fn start_cluster(root: &Path, certs: &Certs, n: u64) -> Vec<Proc> {
         .collect()
 }
 
-pub async fn status(admin: &Transport, at: SocketAddr) -> Option<StatusReport> {
-    match admin
-        .request(
-            &Target::any_node(at),
-            Request::Status,
-            Duration::from_secs(2),
-        )
-        .await
-    {
-        Ok(Reply::Status(s)) => Some(s),
-        _ => None,
-    }
+pub async fn status(admin: &Admin, at: SocketAddr) -> Option<StatusReport> {
+    admin.status(at).await.ok()
 }
 
 /// Wait until a node answers with a leader and `alive` live members.
 pub async fn wait_healthy(
-    admin: &Transport,
+    admin: &Admin,
     nodes: &[SocketAddr],
     alive: usize,
     limit: Duration,
@@ -286,8 +276,10 @@ pub async fn wait_healthy(
     }
 }
 
-pub fn admin_transport(certs: &Certs) -> Transport {
-    Transport::bind(TransportConfig::default(), &certs.admin_tls()).expect("admin endpoint")
+pub fn admin_transport(certs: &Certs) -> Admin {
+    Admin::bind(TransportConfig::default(), &certs.admin_tls())
+        .expect("admin endpoint")
+        .with_query_timeout(Duration::from_secs(2))
 }
 
 pub async fn client(certs: &Certs, seeds: Vec<SocketAddr>) -> Client {

@@ -227,17 +227,21 @@ pub async fn wait_applied(raft: &Raft, index: u64, what: &str) {
         .unwrap_or_else(|e| panic!("{what}: {e}"));
 }
 
-/// A service that answers every request it receives with `Pong` (the transport has already
-/// applied its role rules).
+/// A service that answers pings and read points (the transport has already applied its role
+/// rules), and refuses everything else.
 pub struct PongService;
 
 impl floe_net::Service for PongService {
-    async fn handle(
-        &self,
-        _peer: floe_net::Peer,
-        _req: floe_proto::Request,
-    ) -> floe_proto::Response {
-        Ok(floe_proto::Reply::Pong)
+    async fn handle(&self, _peer: floe_net::Peer, req: floe_proto::Request) -> floe_proto::Answer {
+        use floe_proto::{AdminRequest, LeaderRequest, ReadPoint, Request, Rpc};
+        match req {
+            Request::Admin(AdminRequest::Ping(p)) => p.answer(Ok(())),
+            Request::Leader(LeaderRequest::ReadIndex(r)) => r.answer(Ok(ReadPoint { index: 7 })),
+            _ => floe_proto::Answer::error(floe_proto::WireError::new(
+                floe_proto::ErrorKind::BadRequest,
+                "not served by the pong service",
+            )),
+        }
     }
 }
 
@@ -282,10 +286,7 @@ pub fn raw_client(ca_pem: &str, cert: Option<(&str, &str)>, alpn: &[u8]) -> quin
 pub async fn assert_serves(client: &Transport, server: &Transport, what: &str) {
     let target = floe_net::Target::node(1, server.local_addr().expect("addr"));
     let r = client
-        .request(&target, floe_proto::Request::Ping, Duration::from_secs(5))
+        .request(&target, floe_proto::Ping, Duration::from_secs(5))
         .await;
-    assert!(
-        matches!(r, Ok(floe_proto::Reply::Pong)),
-        "{what}: legitimate peer not served: {r:?}"
-    );
+    assert!(r.is_ok(), "{what}: legitimate peer not served: {r:?}");
 }

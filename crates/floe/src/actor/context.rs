@@ -6,8 +6,8 @@ use std::marker::PhantomData;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use raft_store::types::NodeId;
-use raft_store::{ActorId, RequestId};
+use floe_proto::NodeId;
+use floe_proto::{ActorId, RequestId};
 
 use super::{Actor, Handler, Message};
 use crate::call::{Caller, RawCall};

@@ -1,7 +1,8 @@
-//! Membership: joining a cluster, the leader's failure detector and self-fencing. The
-//! decisions are in [`detector`]; this module drives them with Raft metrics, the directory and
-//! the proposer.
+//! Membership: joining a cluster, the membership changes a node serves ([`admin`]), the
+//! leader's failure detector and self-fencing. The decisions are in [`detector`]; this module
+//! drives them with Raft metrics, the directory and the proposer.
 
+pub(crate) mod admin;
 mod detector;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -10,7 +11,7 @@ use std::sync::Weak;
 use std::time::{Duration, Instant};
 
 use floe_net::{RpcError, Target, Transport};
-use floe_proto::{ErrorKind, Request, WireError};
+use floe_proto::{AddNode, ErrorKind, WireError};
 use raft_store::Command;
 use raft_store::types::openraft::ServerState;
 use raft_store::types::{NodeId, WatchReceiver};
@@ -42,7 +43,7 @@ pub(crate) async fn join(
     let mut targets: Vec<Target> = seeds.iter().map(|s| Target::any_node(*s)).collect();
     while Instant::now() < deadline {
         for t in targets.clone() {
-            let req = Request::AddNode {
+            let req = AddNode {
                 node: me,
                 addr: addr.to_string(),
                 voter,

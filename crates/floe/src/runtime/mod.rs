@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use raft_store::logic::RequestStatus;
-use raft_store::types::openraft::ReadPolicy;
 use raft_store::types::{NodeId, Raft, WatchReceiver};
 use raft_store::{
     ActivateResult, ActorId, Command, CommandResult, Outcome, RequestId, SessionResult, StateView,
@@ -798,7 +797,7 @@ impl Runtime {
             return Err(None);
         };
         let remaining = call.deadline.saturating_duration_since(Instant::now());
-        let req = floe_proto::Request::Call(crate::link::call_request(call));
+        let req = crate::link::call_request(call);
         // A killed owner leaves its connection open and silent: stop waiting once the directory
         // declares it down and route again. The retry carries the same request id, so a call the
         // old owner did commit is not applied twice.
@@ -807,10 +806,7 @@ impl Runtime {
             () = self.owner_down(owner) => return Err(None),
         };
         match sent {
-            Ok(floe_proto::Reply::Call { payload, owner, .. }) => Ok((payload, owner)),
-            Ok(other) => Err(Some(CallFailure::Unavailable(format!(
-                "unexpected reply {other:?}"
-            )))),
+            Ok(floe_proto::CallReply { payload, owner, .. }) => Ok((payload, owner)),
             Err(floe_net::RpcError::Remote(e)) => match crate::wire::from_wire(e) {
                 CallFailure::NotOwner(_) | CallFailure::Unavailable(_) => Err(None),
                 f => Err(Some(f)),
@@ -1020,50 +1016,10 @@ impl Runtime {
     /// On the leader this is openraft's read index; a follower asks the leader for the read index
     /// and waits until it applied that far. Without a reachable quorum it fails.
     async fn linearize(&self) -> Result<(), CallFailure> {
-        let (me, leader) = {
-            let m = self.raft.metrics().borrow_watched().clone();
-            (m.id, m.current_leader)
-        };
-        let unavailable = |e: &dyn std::fmt::Display| {
-            CallFailure::Unavailable(format!("no linearizable read: {e}"))
-        };
-        match (&self.link, leader) {
-            (None, _) => {}
-            (Some(_), Some(l)) if l == me => {}
-            (Some(link), Some(l)) => {
-                let target = crate::link::target(&self.raft, l).ok_or_else(|| {
-                    CallFailure::Unavailable(format!("leader {l} has no address"))
-                })?;
-                // A dead leader must not hold the call: fail fast, the caller retries.
-                let timeout = self.config.call_timeout.min(Duration::from_millis(500));
-                let index = match link
-                    .transport
-                    .request(&target, floe_proto::Request::ReadIndex, timeout)
-                    .await
-                {
-                    Ok(floe_proto::Reply::ReadIndex { index }) => index,
-                    Ok(other) => {
-                        return Err(CallFailure::Unavailable(format!(
-                            "unexpected reply {other:?}"
-                        )));
-                    }
-                    Err(e) => return Err(unavailable(&e)),
-                };
-                return self
-                    .raft
-                    .wait(Some(timeout))
-                    .applied_index_at_least(Some(index), "read index applied")
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| unavailable(&e));
-            }
-            (Some(_), None) => return Err(CallFailure::Unavailable("no leader".into())),
-        }
-        self.raft
-            .ensure_linearizable(ReadPolicy::ReadIndex)
-            .await
-            .map(|_| ())
-            .map_err(|e| unavailable(&e))
+        // A dead leader must not hold the call: fail fast, the caller retries.
+        let timeout = self.config.call_timeout.min(Duration::from_millis(500));
+        let transport = self.link.as_ref().map(|l| &l.transport);
+        crate::proposer::linearize(&self.raft, transport, timeout).await
     }
 
     /// Confirm through a read index that `epoch` is still the current placement of `id` here.

@@ -1,7 +1,9 @@
 //! The commands the replicated state machine applies, and their results.
 //!
-//! These are the data (`D`) and response (`R`) types of Floe's Raft log. Their semantics live in
-//! [`crate::logic`], as pure code over a [`crate::logic::Tables`] abstraction.
+//! These are the data (`D`) and response (`R`) types of Floe's Raft log, and the identities that
+//! calls and the directory share (actors, nodes, request ids). Their semantics live in the
+//! store crate's directory module, as pure code over a table abstraction; here they are plain
+//! data, so that the wire and the client need no storage code.
 
 use std::fmt;
 
@@ -41,7 +43,7 @@ impl fmt::Display for ActorId {
 /// the session's calls; `sub` is 0 for a call the session's owner made itself and names a call
 /// made on its behalf otherwise (a nested call of the handler that runs request `seq`, derived
 /// the same way on every node that runs it). Outcomes are remembered per `(session, seq, sub)`
-/// until the session acknowledges `seq` or expires; see [`crate::logic`].
+/// until the session acknowledges `seq` or expires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct RequestId {
     /// The session the call belongs to.
