@@ -1,9 +1,9 @@
 //! Real `floe node` processes on loopback: certificates, start, kill -9, restart, health, and a
 //! guard that kills them whenever the bench stops (return, error, panic, Ctrl-C).
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use floe::certs::CertificateAuthority;
@@ -13,6 +13,7 @@ use floe_client::admin::Admin;
 use floe_client::{Client, ClientConfig};
 use floe_net::TransportConfig;
 use floe_net::certs::TlsFiles;
+use floe_testkit::process::{NodeProcess, bootstrap_list};
 
 use crate::BenchError;
 
@@ -70,10 +71,8 @@ pub fn locate_floe(explicit: Option<&Path>) -> Result<PathBuf, BenchError> {
 /// A free UDP port on loopback (bound and released; a race with other processes is possible
 /// but unlikely).
 pub fn free_port() -> Result<u16, BenchError> {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| BenchError::io("finding a free port", e))
+    std::panic::catch_unwind(floe_testkit::process::free_port)
+        .map_err(|_| BenchError::Cluster("no free UDP port on loopback".into()))
 }
 
 /// The status as the node at `at` reports it, through the admin endpoint `admin` (1 s deadline).
@@ -133,82 +132,7 @@ impl Certs {
 }
 
 /// One `floe node` process; killed (SIGKILL) and reaped when dropped.
-pub struct NodeProc {
-    /// Node id.
-    pub id: NodeId,
-    /// Its QUIC address.
-    pub addr: SocketAddr,
-    bin: PathBuf,
-    args: Vec<String>,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-impl NodeProc {
-    /// Start (or restart) the process with its original arguments and data directory.
-    pub fn start(&mut self) -> Result<(), BenchError> {
-        if self.child.is_some() {
-            return Ok(());
-        }
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .map_err(|e| BenchError::io(format!("{}", self.log.display()), e))?;
-        let child = Command::new(&self.bin)
-            .args(&self.args)
-            // `FLOE_BENCH_NODE_LOG` (a `FLOE_LOG` filter, e.g. "warn,openraft::core=info" for
-            // elections) raises the nodes' log level; the logs stay with `--keep`.
-            .env(
-                "FLOE_LOG",
-                std::env::var("FLOE_BENCH_NODE_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| BenchError::io(format!("starting {}", self.bin.display()), e))?;
-        self.child = Some(child);
-        Ok(())
-    }
-
-    /// Process id, if running.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
-    /// `kill -9` and reap.
-    pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// The tail of its log (for error messages).
-    pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(8)..].join("\n")
-    }
-
-    /// Whether it exited on its own (crashed); reaps it if so.
-    pub fn exited(&mut self) -> bool {
-        match self.child.as_mut().map(Child::try_wait) {
-            Some(Ok(Some(_))) => {
-                self.child = None;
-                true
-            }
-            _ => false,
-        }
-    }
-}
-
-impl Drop for NodeProc {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
+pub type NodeProc = NodeProcess;
 
 /// Settings of the nodes.
 #[derive(Debug, Clone)]
@@ -251,48 +175,26 @@ impl Cluster {
         let ports = (1..=n)
             .map(|id| Ok((id, free_port()?)))
             .collect::<Result<Vec<_>, BenchError>>()?;
-        let bootstrap = ports
-            .iter()
-            .map(|(id, port)| format!("{id}=127.0.0.1:{port}"))
-            .collect::<Vec<_>>()
-            .join(",");
+        let bootstrap = bootstrap_list(&ports);
         let mut nodes = Vec::new();
         for (id, port) in &ports {
             let files = certs.node(*id)?;
-            let addr = SocketAddr::from(([127, 0, 0, 1], *port));
-            let path = |p: &Path| p.to_string_lossy().into_owned();
-            let args = vec![
-                "node".into(),
-                "--id".into(),
-                id.to_string(),
-                "--listen".into(),
-                addr.to_string(),
-                "--data-dir".into(),
-                path(&dir.join(format!("node-{id}"))),
+            let mut args = vec![
                 "--bootstrap".into(),
                 bootstrap.clone(),
-                "--ca".into(),
-                path(&files.ca),
-                "--cert".into(),
-                path(&files.cert),
-                "--key".into(),
-                path(&files.key),
                 "--idle-timeout-ms".into(),
                 settings.idle_timeout.as_millis().to_string(),
             ];
-            let mut args = args;
             if let Some(t) = settings.node_timeout {
                 args.extend(["--node-timeout-ms".into(), t.as_millis().to_string()]);
             }
-            let mut p = NodeProc {
-                id: *id,
-                addr,
-                bin: floe.to_path_buf(),
-                args,
-                log: dir.join(format!("node-{id}.log")),
-                child: None,
-            };
-            p.start()?;
+            // `FLOE_BENCH_NODE_LOG` (a `FLOE_LOG` filter, e.g. "warn,openraft::core=info" for
+            // elections) raises the nodes' log level; the logs stay with `--keep`.
+            let level = std::env::var("FLOE_BENCH_NODE_LOG").unwrap_or_else(|_| "warn".into());
+            let mut p =
+                NodeProcess::new(floe, dir, *id, *port, &files, &args).env("FLOE_LOG", &level);
+            p.start()
+                .map_err(|e| BenchError::io(format!("starting {}", floe.display()), e))?;
             nodes.push(p);
         }
         let admin = Admin::bind(TransportConfig::default(), &certs.admin_tls()?)
@@ -360,7 +262,7 @@ impl Cluster {
                     return Err(BenchError::Cluster(format!(
                         "node {} exited; its log ends with:\n{}",
                         n.id,
-                        n.log_tail()
+                        n.log_tail(8)
                     )));
                 }
             }

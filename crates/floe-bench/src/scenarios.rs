@@ -598,7 +598,9 @@ async fn failover_round(cl: &mut Cluster, victim: NodeId, key: &str) -> Result<R
         }
         Err(e) => return Err(BenchError::Call(format!("{key} after failover: {e}"))),
     }
-    cl.node_mut(victim)?.start()?;
+    cl.node_mut(victim)?
+        .start()
+        .map_err(|e| BenchError::io(format!("restarting node {victim}"), e))?;
     cl.wait_healthy(3, Duration::from_secs(60)).await?;
     // A restarted node can be declared down once more right after it registers (see
     // BENCHMARKS.md); let that settle so the next round starts from a stable cluster.

@@ -100,7 +100,7 @@ async fn init_status_call_join_leave() {
             } else {
                 vec![]
             };
-            Proc::new(root.path(), &certs, id, free_port(), &extra)
+            node(root.path(), &certs, id, free_port(), &extra)
         })
         .collect();
     let a1 = procs[0].addr.to_string();
@@ -186,7 +186,7 @@ async fn init_status_call_join_leave() {
     );
 
     // A learner joins through `floe join`, then leaves through `floe leave`.
-    let mut four = Proc::new(root.path(), &certs, 4, free_port(), &[]);
+    let mut four = node(root.path(), &certs, 4, free_port(), &[]);
     let mut join = vec![
         "join".to_string(),
         "--node".into(),
@@ -214,10 +214,10 @@ async fn init_status_call_join_leave() {
     leave.extend(certs.admin_args());
     assert!(run_ok(&leave).contains("removed"));
     wait_status(&certs, &a1, "back to three", |s| healthy(s, 3));
-    assert!(four.stop(), "node 4 did not stop cleanly");
+    assert!(stop(&mut four), "node 4 did not stop cleanly");
     for p in procs.iter_mut() {
         assert!(
-            p.stop(),
+            stop(p),
             "node {} did not stop cleanly:\n{}",
             p.id,
             p.log_text()

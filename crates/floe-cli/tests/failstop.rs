@@ -48,7 +48,7 @@ async fn a_failed_fsync_stops_the_node_at_once_and_the_others_go_on() {
                 "FLOE_FAULT_FSYNC".to_string(),
                 format!("{}-{id}", trigger.display()),
             )];
-            Proc::with_binary(root.path(), &certs, *id, *port, &boot, &bin, env)
+            node_with(root.path(), &certs, *id, *port, &boot, &bin, env)
         })
         .collect();
     let admin = admin_transport(&certs);
@@ -79,8 +79,7 @@ async fn a_failed_fsync_stops_the_node_at_once_and_the_others_go_on() {
         .await
         .expect("a write with the fault armed commits on the other two");
     let status = loop {
-        let child = procs[vi].child.as_mut().expect("started");
-        if let Some(st) = child.try_wait().expect("wait") {
+        if let Some(st) = procs[vi].try_exit() {
             break st;
         }
         assert!(
@@ -89,7 +88,6 @@ async fn a_failed_fsync_stops_the_node_at_once_and_the_others_go_on() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    procs[vi].child = None;
     println!(
         "node {victim} exited {status:?} {:?} after the fault",
         armed.elapsed()
@@ -113,9 +111,9 @@ async fn a_failed_fsync_stops_the_node_at_once_and_the_others_go_on() {
 
     println!("phase 3: restarted without the fault, the node rejoins");
     std::fs::remove_file(format!("{}-{victim}", trigger.display())).expect("disarm");
-    procs[vi].start();
+    procs[vi].start().expect("restart");
     wait_healthy(&admin, &addrs, 3, Duration::from_secs(60)).await;
     for p in procs.iter_mut() {
-        p.stop();
+        stop(p);
     }
 }

@@ -71,7 +71,7 @@ async fn kill_owner_kill_leader_restart_everything() {
     assert_eq!(v, 6);
 
     println!("phase 3: restart the killed node; it comes back with a new incarnation");
-    procs[oi].start();
+    procs[oi].start().expect("restart");
     let s = wait_healthy(&admin, &addrs, 3, Duration::from_secs(30)).await;
     let inc = s
         .members
@@ -137,7 +137,7 @@ async fn kill_owner_kill_leader_restart_everything() {
         p.kill9();
     }
     for p in procs.iter_mut() {
-        p.start();
+        p.start().expect("restart");
     }
     wait_healthy(&admin, &addrs, 3, Duration::from_secs(60)).await;
     let c = client(&certs, addrs.clone()).await;
@@ -151,7 +151,7 @@ async fn kill_owner_kill_leader_restart_everything() {
     }
     for p in procs.iter_mut() {
         assert!(
-            p.stop(),
+            stop(p),
             "node {} did not exit cleanly on SIGTERM:\n{}",
             p.id,
             p.log_text()
@@ -184,7 +184,7 @@ async fn paused_owner_is_fenced() {
     assert_eq!(at_victim.cached_owner(&key("fenced")), Some(victim));
 
     println!("SIGSTOP the owner; the actor moves and takes writes");
-    procs[vi].signal("-STOP");
+    assert!(procs[vi].signal("-STOP"), "kill -STOP");
     let rest: Vec<_> = procs
         .iter()
         .filter(|p| p.id != victim)
@@ -215,7 +215,7 @@ async fn paused_owner_is_fenced() {
     assert_ne!(others.cached_owner(&key("fenced")), Some(victim));
 
     println!("SIGCONT: the stale activation can neither answer nor commit");
-    procs[vi].signal("-CONT");
+    assert!(procs[vi].signal("-CONT"), "kill -CONT");
     let via_old = client(&certs, vec![procs[vi].addr]).await;
     assert_eq!(
         via_old
@@ -244,7 +244,7 @@ async fn paused_owner_is_fenced() {
 
     for p in procs.iter_mut() {
         assert!(
-            p.stop(),
+            stop(p),
             "node {} did not exit cleanly:\n{}",
             p.id,
             p.log_text()

@@ -1,9 +1,9 @@
 //! Real `floe` processes on loopback, driven through the `floe` CLI and the client library.
 #![allow(dead_code)]
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use floe::TlsMaterial;
@@ -11,20 +11,13 @@ use floe_client::admin::Admin;
 use floe_client::{Client, ClientConfig, StatusReport};
 use floe_net::TransportConfig;
 use floe_net::certs::TlsFiles;
+pub use floe_testkit::process::{NodeProcess, bootstrap_list, free_port};
 
 pub const FLOE: &str = env!("CARGO_BIN_EXE_floe");
 
 /// Run `floe args...` to completion.
 pub fn floe(args: &[&str]) -> Output {
     Command::new(FLOE).args(args).output().expect("run floe")
-}
-
-pub fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .expect("udp")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 /// A cluster's certificates, made with `floe certs`.
@@ -83,7 +76,7 @@ impl Certs {
         ]
     }
 
-    fn files(&self, stem: &str) -> TlsFiles {
+    pub fn files(&self, stem: &str) -> TlsFiles {
         TlsFiles {
             ca: self.dir.join("ca.pem"),
             cert: self.dir.join(format!("{stem}.pem")),
@@ -101,140 +94,45 @@ impl Certs {
 }
 
 /// One `floe node` process.
-pub struct Proc {
-    pub id: u64,
-    pub addr: SocketAddr,
-    pub data: PathBuf,
-    pub args: Vec<String>,
-    pub log: PathBuf,
-    pub child: Option<Child>,
-    /// The executable (the `floe` of this build unless a test chose another).
-    pub bin: PathBuf,
-    /// Extra environment of the process.
-    pub env: Vec<(String, String)>,
+pub type Proc = NodeProcess;
+
+/// Start node `id` of this build's `floe` on loopback `port`.
+pub fn node(root: &Path, certs: &Certs, id: u64, port: u16, extra: &[String]) -> Proc {
+    node_with(root, certs, id, port, extra, Path::new(FLOE), Vec::new())
 }
 
-impl Proc {
-    pub fn new(root: &Path, certs: &Certs, id: u64, port: u16, extra: &[String]) -> Self {
-        Self::with_binary(root, certs, id, port, extra, Path::new(FLOE), Vec::new())
+/// Start node `id` of executable `bin` with `env` added to its environment.
+pub fn node_with(
+    root: &Path,
+    certs: &Certs,
+    id: u64,
+    port: u16,
+    extra: &[String],
+    bin: &Path,
+    env: Vec<(String, String)>,
+) -> Proc {
+    let mut p = NodeProcess::new(
+        bin,
+        root,
+        id,
+        port,
+        &certs.files(&format!("node-{id}")),
+        extra,
+    );
+    for (k, v) in env {
+        p = p.env(&k, &v);
     }
-
-    /// A node running `bin` with `env` added to its environment.
-    pub fn with_binary(
-        root: &Path,
-        certs: &Certs,
-        id: u64,
-        port: u16,
-        extra: &[String],
-        bin: &Path,
-        env: Vec<(String, String)>,
-    ) -> Self {
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        let data = root.join(format!("node-{id}"));
-        let mut args: Vec<String> = vec![
-            "node".into(),
-            "--id".into(),
-            id.to_string(),
-            "--listen".into(),
-            addr.to_string(),
-            "--data-dir".into(),
-            data.to_string_lossy().into_owned(),
-        ];
-        args.extend(certs.node_args(id));
-        args.extend(extra.iter().cloned());
-        let log = root.join(format!("node-{id}.log"));
-        let mut p = Self {
-            id,
-            addr,
-            data,
-            args,
-            log,
-            child: None,
-            bin: bin.to_path_buf(),
-            env,
-        };
-        p.start();
-        p
-    }
-
-    pub fn start(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("log");
-        let child = Command::new(&self.bin)
-            .args(&self.args)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .env("FLOE_LOG", "info,openraft=warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn floe node");
-        self.child = Some(child);
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
-    }
-
-    /// SIGKILL.
-    pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().expect("kill -9");
-            c.wait().expect("reap");
-        }
-    }
-
-    pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.pid().to_string()])
-            .status()
-            .expect("kill");
-        assert!(ok.success(), "kill {sig} failed");
-    }
-
-    /// SIGTERM and wait; returns whether it exited cleanly.
-    pub fn stop(&mut self) -> bool {
-        let Some(mut c) = self.child.take() else {
-            return true;
-        };
-        let _ = Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(s) = c.try_wait().expect("wait") {
-                return s.success();
-            }
-            if Instant::now() > deadline {
-                let _ = c.kill();
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
+    p.start().expect("start floe node");
+    p
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+/// SIGTERM and wait (20 s at most); whether it exited cleanly.
+pub fn stop(p: &mut Proc) -> bool {
+    p.stop(Duration::from_secs(20))
 }
 
 pub fn bootstrap_arg(procs: &[(u64, u16)]) -> Vec<String> {
-    let list: Vec<String> = procs
-        .iter()
-        .map(|(id, port)| format!("{id}=127.0.0.1:{port}"))
-        .collect();
-    vec!["--bootstrap".into(), list.join(",")]
+    vec!["--bootstrap".into(), bootstrap_list(procs)]
 }
 
 /// Start `n` nodes that bootstrap together.
@@ -243,7 +141,7 @@ pub fn start_cluster(root: &Path, certs: &Certs, n: u64) -> Vec<Proc> {
     let boot = bootstrap_arg(&ports);
     ports
         .iter()
-        .map(|(id, port)| Proc::new(root, certs, *id, *port, &boot))
+        .map(|(id, port)| node(root, certs, *id, *port, &boot))
         .collect()
 }
 

@@ -1,25 +1,14 @@
-//! In-process clusters over real QUIC and sled, and the actors the tests call.
+//! The actors the integration tests call, and the nodes that host them (through the test kit).
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use floe::certs::CertificateAuthority;
 use floe::prelude::*;
-use floe::{ClusterConfig, Placement, RuntimeConfig, TlsMaterial};
-use floe_client::{Client, ClientConfig};
+use floe::{Placement, RuntimeConfig};
+use floe_testkit::cluster::{NodeSpec, Register, start_cluster_with};
 use serde::{Deserialize, Serialize};
-
-pub fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("FLOE_LOG")
-                .unwrap_or_else(|_| "warn,openraft=error".into()),
-        )
-        .with_test_writer()
-        .try_init();
-}
 
 #[derive(Actor, Default, Serialize, Deserialize)]
 #[actor(name = "test.Counter", handles(Add, Get))]
@@ -74,37 +63,30 @@ impl Handler<Forward> for Relay {
     }
 }
 
-pub struct Pki {
-    pub ca: CertificateAuthority,
+#[allow(unused_imports)]
+pub use floe_testkit::cluster::{addr, client, loopback, start_node};
+#[allow(unused_imports)]
+pub use floe_testkit::{Pki, init_tracing, wait_until};
+
+/// Every test actor and the built-in ones.
+pub fn register_all(b: floe::NodeBuilder) -> floe::NodeBuilder {
+    b.register::<Counter>()
+        .register::<Relay>()
+        .register::<Account>()
+        .register::<Slow>()
+        .register::<Blob>()
+        .register::<WhoAmI>()
+        .register_builtins()
 }
 
-impl Pki {
-    pub fn new() -> Self {
-        Self {
-            ca: CertificateAuthority::create("test").expect("CA"),
-        }
-    }
-    fn material(&self, c: floe::certs::CertifiedKeyPem) -> TlsMaterial {
-        TlsMaterial::from_pem(
-            self.ca.cert_pem().as_bytes(),
-            c.cert_pem.as_bytes(),
-            c.key_pem.as_bytes(),
-        )
-        .expect("tls")
-    }
-    pub fn node(&self, id: u64) -> TlsMaterial {
-        self.material(self.ca.issue_node(id, &[]).expect("node cert"))
-    }
-    pub fn client(&self, name: &str) -> TlsMaterial {
-        self.material(self.ca.issue_client(name).expect("client cert"))
-    }
+/// Node `id` hosting every test actor: bootstrap alone if `seeds` is empty, else join.
+pub fn spec(id: u64, seeds: &[SocketAddr], voter: bool, placement: Placement) -> NodeSpec {
+    NodeSpec::new(id, register_all)
+        .join(seeds, voter)
+        .placement(placement)
 }
 
-pub fn loopback() -> SocketAddr {
-    "127.0.0.1:0".parse().expect("addr")
-}
-
-/// Start node `id`: bootstrap alone if `seeds` is empty, else join through them as a voter.
+/// Start node `id` (see [`spec`]).
 pub async fn start(
     pki: &Pki,
     root: &Path,
@@ -113,64 +95,7 @@ pub async fn start(
     voter: bool,
     placement: Placement,
 ) -> Node {
-    start_at(pki, root, id, loopback(), seeds, voter, placement).await
-}
-
-pub async fn start_at(
-    pki: &Pki,
-    root: &Path,
-    id: u64,
-    listen: SocketAddr,
-    seeds: &[SocketAddr],
-    voter: bool,
-    placement: Placement,
-) -> Node {
-    start_with(
-        pki,
-        root,
-        id,
-        listen,
-        seeds,
-        voter,
-        placement,
-        RuntimeConfig::default(),
-    )
-    .await
-}
-
-#[allow(clippy::too_many_arguments)]
-pub async fn start_with(
-    pki: &Pki,
-    root: &Path,
-    id: u64,
-    listen: SocketAddr,
-    seeds: &[SocketAddr],
-    voter: bool,
-    placement: Placement,
-    runtime: RuntimeConfig,
-) -> Node {
-    let mut cfg = ClusterConfig::new(listen, pki.node(id));
-    if seeds.is_empty() {
-        cfg.bootstrap = vec![(id, String::new())];
-    }
-    cfg.join = seeds.to_vec();
-    cfg.join_as_voter = voter;
-    cfg.placement = placement;
-    Node::builder()
-        .id(id)
-        .data_dir(root.join(format!("n{id}")))
-        .cluster(cfg)
-        .runtime(runtime)
-        .register::<Counter>()
-        .register::<Relay>()
-        .register::<Account>()
-        .register::<Slow>()
-        .register::<Blob>()
-        .register::<WhoAmI>()
-        .register_builtins()
-        .build()
-        .await
-        .unwrap_or_else(|e| panic!("node {id} starts: {e}"))
+    start_node(pki, root, spec(id, seeds, voter, placement)).await
 }
 
 /// Start node `id` hosting only the actor types `register` adds.
@@ -179,33 +104,12 @@ pub async fn start_hosting(
     root: &Path,
     id: u64,
     seeds: &[SocketAddr],
-    register: fn(floe::NodeBuilder) -> floe::NodeBuilder,
+    register: Register,
 ) -> Node {
-    let mut cfg = ClusterConfig::new(loopback(), pki.node(id));
-    if seeds.is_empty() {
-        cfg.bootstrap = vec![(id, String::new())];
-    }
-    cfg.join = seeds.to_vec();
-    cfg.join_as_voter = true;
-    register(
-        Node::builder()
-            .id(id)
-            .data_dir(root.join(format!("n{id}")))
-            .cluster(cfg),
-    )
-    .build()
-    .await
-    .unwrap_or_else(|e| panic!("node {id} starts: {e}"))
+    start_node(pki, root, NodeSpec::new(id, register).join(seeds, true)).await
 }
 
-pub fn addr(n: &Node) -> SocketAddr {
-    n.addr()
-        .expect("cluster node")
-        .parse()
-        .expect("socket addr")
-}
-
-/// A cluster of `n` voters: node 1 bootstraps, the others join.
+/// A cluster of `n` voters hosting every test actor.
 pub async fn cluster(pki: &Pki, root: &Path, n: u64, placement: Placement) -> Vec<Node> {
     cluster_with(pki, root, n, placement, RuntimeConfig::default()).await
 }
@@ -218,35 +122,10 @@ pub async fn cluster_with(
     placement: Placement,
     runtime: RuntimeConfig,
 ) -> Vec<Node> {
-    let l = loopback();
-    let first = start_with(
-        pki,
-        root,
-        1,
-        l,
-        &[],
-        true,
-        placement.clone(),
-        runtime.clone(),
-    )
-    .await;
-    let seed = addr(&first);
-    let mut nodes = vec![first];
-    for id in 2..=n {
-        let node = start_with(
-            pki,
-            root,
-            id,
-            l,
-            &[seed],
-            true,
-            placement.clone(),
-            runtime.clone(),
-        )
-        .await;
-        nodes.push(node);
-    }
-    nodes
+    let template = NodeSpec::new(1, register_all)
+        .placement(placement)
+        .runtime(runtime);
+    start_cluster_with(pki, root, n, template).await
 }
 
 /// A bank account that refuses to go negative.
@@ -311,24 +190,6 @@ impl Handler<SlowAdd> for Slow {
         tokio::time::sleep(Duration::from_millis(a.delay_ms)).await;
         self.value += a.n;
         Ok(self.value)
-    }
-}
-
-pub async fn client(pki: &Pki, seeds: Vec<SocketAddr>) -> Client {
-    Client::connect(ClientConfig::new(seeds, pki.client("tester")))
-        .await
-        .expect("client connects")
-}
-
-pub async fn wait_until<F, Fut>(what: &str, limit: Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !cond().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -1,4 +1,4 @@
-//! Shared harness: a cluster CA, and Raft nodes over real QUIC and real sled in temp dirs.
+//! Raft nodes without the actor runtime, over real QUIC and real sled in temp dirs.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -7,54 +7,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use floe_net::certs::CertificateAuthority;
 use floe_net::raft::{QuicRaftNetwork, RaftService};
-use floe_net::{TlsMaterial, Transport, TransportConfig};
+use floe_net::{Transport, TransportConfig};
 use openraft::SnapshotPolicy;
 use raft_store::types::{NodeId, NodeInfo, NodeRole, Raft, RaftConfig, WatchReceiver};
 use raft_store::{Command, StateView, StoreConfig};
 
-pub fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("FLOE_LOG")
-                .unwrap_or_else(|_| "warn,openraft=error".into()),
-        )
-        .with_test_writer()
-        .try_init();
-}
-
-pub struct Pki {
-    pub ca: CertificateAuthority,
-}
-
-impl Pki {
-    pub fn new() -> Self {
-        Self {
-            ca: CertificateAuthority::create("test").expect("CA"),
-        }
-    }
-
-    pub fn node(&self, id: NodeId) -> TlsMaterial {
-        let c = self.ca.issue_node(id, &[]).expect("node cert");
-        TlsMaterial::from_pem(
-            self.ca.cert_pem().as_bytes(),
-            c.cert_pem.as_bytes(),
-            c.key_pem.as_bytes(),
-        )
-        .expect("node material")
-    }
-
-    pub fn client(&self, name: &str) -> TlsMaterial {
-        let c = self.ca.issue_client(name).expect("client cert");
-        TlsMaterial::from_pem(
-            self.ca.cert_pem().as_bytes(),
-            c.cert_pem.as_bytes(),
-            c.key_pem.as_bytes(),
-        )
-        .expect("client material")
-    }
-}
+pub use floe_testkit::{Pki, init_tracing};
 
 pub fn raft_config() -> Arc<RaftConfig> {
     let c = RaftConfig {

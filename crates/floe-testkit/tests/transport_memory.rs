@@ -2,14 +2,14 @@
 //! 16 MiB frame and send part of it cannot make the node hold gigabytes, and another client is
 //! served meanwhile. Its own test binary, so that the process's RSS is this test's alone.
 
-mod common;
+mod raftnet;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
 use floe_net::{Transport, TransportConfig};
 use floe_proto::codec::DEFAULT_MAX_FRAME;
+use raftnet::*;
 
 const STREAMS: usize = 1000;
 /// Bytes of the announced body each stream actually sends.

@@ -2,14 +2,14 @@
 //! with an error; repeated abuse closes the connection; nothing panics, nothing large is
 //! allocated, and the node keeps serving.
 
-mod common;
+mod raftnet;
 
 use std::time::Duration;
 
-use common::*;
 use floe_net::{Transport, TransportConfig};
 use floe_proto::codec::{DEFAULT_MAX_FRAME, decode_frame};
 use floe_proto::{ErrorKind, WireError};
+use raftnet::*;
 use rand::RngCore;
 
 fn rss_kib() -> u64 {

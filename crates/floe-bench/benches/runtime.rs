@@ -2,7 +2,7 @@
 //! heap per idle activation, and local call latency/throughput for a stateless and a
 //! state-changing actor.
 //!
-//! `cargo bench -p floe --bench runtime` (`FLOE_BENCH_SECS`, default 3; `FLOE_BENCH_ACTORS`,
+//! `cargo bench -p floe-bench --bench runtime` (`FLOE_BENCH_SECS`, default 3; `FLOE_BENCH_ACTORS`,
 //! default 100000).
 
 // The only unsafe code in the workspace: a counting wrapper around the system allocator, so
@@ -76,7 +76,7 @@ impl Handler<Add> for Counter {
 
 fn pct(v: &mut [Duration], p: f64) -> Duration {
     v.sort();
-    v[((v.len() as f64 * p) as usize).min(v.len() - 1)]
+    floe_testkit::percentile(v, p).unwrap_or_default()
 }
 
 fn rss_kib() -> u64 {

@@ -158,16 +158,8 @@ async fn a_restarted_follower_catches_up_over_large_entries() {
         .expect("log index");
 
     println!("phase 2: it restarts and catches up over the large entries");
-    let back = start_at(
-        &pki,
-        root.path(),
-        id,
-        listen,
-        &[seed],
-        true,
-        Placement::PreferLocal,
-    )
-    .await;
+    let spec = spec(id, &[seed], true, Placement::PreferLocal).listen(listen);
+    let back = start_node(&pki, root.path(), spec).await;
     wait_until(
         "the follower applied the large entries",
         Duration::from_secs(60),

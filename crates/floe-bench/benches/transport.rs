@@ -1,17 +1,17 @@
 //! floe-net request round trip and pipelined throughput, against a raw quinn stream doing the
 //! same (same TLS 1.3 mutual-auth config, same frame sizes, same runtime) in the same run.
 //!
-//! `cargo bench -p floe-net --bench transport` (`FLOE_BENCH_SECS`, default 3 s per case).
+//! `cargo bench -p floe-bench --bench transport` (`FLOE_BENCH_SECS`, default 3 s per case).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use floe_net::certs::CertificateAuthority;
 use floe_net::tls::{client_config, server_config};
 use floe_net::{Peer, Service, Target, TlsMaterial, Transport, TransportConfig};
 use floe_proto::codec::{DEFAULT_MAX_FRAME, encode_frame};
 use floe_proto::{Answer, Open, Ping, Request};
+use floe_testkit::Pki;
 
 struct Pong;
 impl Service for Pong {
@@ -20,19 +20,9 @@ impl Service for Pong {
     }
 }
 
-fn material(ca: &CertificateAuthority, id: u64) -> TlsMaterial {
-    let c = ca.issue_node(id, &[]).expect("cert");
-    TlsMaterial::from_pem(
-        ca.cert_pem().as_bytes(),
-        c.cert_pem.as_bytes(),
-        c.key_pem.as_bytes(),
-    )
-    .expect("tls")
-}
-
 fn pct(v: &mut [Duration], p: f64) -> Duration {
     v.sort();
-    v[((v.len() as f64 * p) as usize).min(v.len() - 1)]
+    floe_testkit::percentile(v, p).unwrap_or_default()
 }
 
 /// One request/response exchange; floe-net or raw quinn.
@@ -126,17 +116,17 @@ fn raw_server(tls: &TlsMaterial) -> quinn::Endpoint {
 }
 
 async fn run(budget: Duration) -> Vec<String> {
-    let ca = CertificateAuthority::create("bench").expect("ca");
-    let server = Transport::bind(TransportConfig::default(), &material(&ca, 1)).expect("bind");
+    let pki = Pki::new();
+    let server = Transport::bind(TransportConfig::default(), &pki.node(1)).expect("bind");
     server.serve(Arc::new(Pong));
-    let client_t = Transport::bind(TransportConfig::default(), &material(&ca, 2)).expect("bind");
+    let client_t = Transport::bind(TransportConfig::default(), &pki.node(2)).expect("bind");
     let floe = Client::Floe(
         client_t,
         Target::node(1, server.local_addr().expect("addr")),
     );
 
-    let raw_ep = raw_server(&material(&ca, 1));
-    let client_tls = material(&ca, 2);
+    let raw_ep = raw_server(&pki.node(1));
+    let client_tls = pki.node(2);
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(
         client_config(&client_tls).expect("client"),
     )

@@ -1,14 +1,14 @@
 //! Three Raft nodes in one process over real QUIC (mutual TLS) and real sled stores.
 
-mod common;
+mod raftnet;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::*;
 use openraft::ChangeMembers;
 use raft_store::types::{NodeInfo, NodeRole, WatchReceiver};
 use raft_store::{ActorId, Command};
+use raftnet::*;
 
 fn register(node: u64) -> Command {
     Command::RegisterNode {

@@ -2,16 +2,16 @@
 //! through the client: latency of the first call to a new actor (placement committed through
 //! Raft, then activation), concurrent activations per second, and calls to a placed actor.
 //!
-//! `cargo bench -p floe-client --bench cluster` (`FLOE_BENCH_N`, default 2000 sequential
+//! `cargo bench -p floe-bench --bench cluster` (`FLOE_BENCH_N`, default 2000 sequential
 //! first calls; 20000 concurrent).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use floe::certs::CertificateAuthority;
+use floe::Placement;
 use floe::prelude::*;
-use floe::{ClusterConfig, Placement, TlsMaterial};
-use floe_client::{Client, ClientConfig};
+use floe_testkit::Pki;
+use floe_testkit::cluster::{NodeSpec, addr, start_cluster_with};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
@@ -30,58 +30,18 @@ impl Handler<Ping> for Echo {
     }
 }
 
-fn tls(ca: &CertificateAuthority, c: floe::certs::CertifiedKeyPem) -> TlsMaterial {
-    TlsMaterial::from_pem(
-        ca.cert_pem().as_bytes(),
-        c.cert_pem.as_bytes(),
-        c.key_pem.as_bytes(),
-    )
-    .expect("tls")
-}
-
 fn pct(v: &mut [Duration], p: f64) -> Duration {
     v.sort();
-    v[((v.len() as f64 * p) as usize).min(v.len() - 1)]
+    floe_testkit::percentile(v, p).unwrap_or_default()
 }
 
 async fn run(n: u64) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ca = CertificateAuthority::create("bench").expect("ca");
-    let mut nodes: Vec<Node> = Vec::new();
-    for id in 1..=3u64 {
-        let mut c = ClusterConfig::new(
-            "127.0.0.1:0".parse().expect("addr"),
-            tls(&ca, ca.issue_node(id, &[]).expect("cert")),
-        );
-        c.placement = Placement::PreferLocal;
-        match nodes.first().and_then(|n| n.addr()) {
-            None => c.bootstrap = vec![(id, String::new())],
-            Some(seed) => {
-                c.join = vec![seed.parse().expect("seed")];
-                c.join_as_voter = true;
-            }
-        }
-        nodes.push(
-            Node::builder()
-                .id(id)
-                .data_dir(dir.path().join(format!("n{id}")))
-                .cluster(c)
-                .register::<Echo>()
-                .build()
-                .await
-                .expect("node"),
-        );
-    }
-    let seeds = nodes
-        .iter()
-        .filter_map(|n| n.addr()?.parse().ok())
-        .collect();
-    let client = Client::connect(ClientConfig::new(
-        seeds,
-        tls(&ca, ca.issue_client("bench").expect("cert")),
-    ))
-    .await
-    .expect("client");
+    let pki = Pki::new();
+    let spec = NodeSpec::new(1, |b| b.register::<Echo>()).placement(Placement::PreferLocal);
+    let nodes = start_cluster_with(&pki, dir.path(), 3, spec).await;
+    let seeds = nodes.iter().map(addr).collect();
+    let client = floe_testkit::cluster::client(&pki, seeds).await;
     let leader = nodes[0].cluster().await.leader;
     println!("3 nodes, leader {leader:?}\n\n| measure | value |\n|---|---|");
 

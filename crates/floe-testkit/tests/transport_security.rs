@@ -1,14 +1,14 @@
 //! Mutual TLS, roles and ALPN: each bad peer is refused with a clear error, and the node keeps
 //! serving its legitimate peers.
 
-mod common;
+mod raftnet;
 
 use std::time::Duration;
 
-use common::*;
 use floe_net::{RpcError, Target, Transport, TransportConfig};
 use floe_proto::codec::{DEFAULT_MAX_FRAME, encode_frame};
 use floe_proto::{ErrorKind, Open, Ping, Propose, ReadIndex, ReadPoint, Request, WireError};
+use raftnet::*;
 
 const T: Duration = Duration::from_secs(5);
 

@@ -2,16 +2,16 @@
 //! a transfer cut off by its deadline leaves no file behind, and files left in `incoming/` by a
 //! previous process are deleted at start.
 
-mod common;
+mod raftnet;
 
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
 use floe_net::{Target, Transport, TransportConfig};
 use floe_proto::raft::{SnapshotHeader, SnapshotResponse};
 use floe_proto::{ErrorKind, Open, WireError};
 use raft_store::types::{SnapshotMeta, Vote};
+use raftnet::*;
 
 fn any_addr() -> std::net::SocketAddr {
     "127.0.0.1:0".parse().expect("addr")

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use floe::RuntimeConfig;
 use floe::prelude::*;
+use floe_proto::raft::WatchReceiver;
+use floe_testkit::init_tracing;
 use futures::StreamExt;
-use raft_store::types::WatchReceiver;
 use serde::{Deserialize, Serialize};
 
 // ---------- test actors ----------
@@ -261,16 +262,6 @@ impl Handler<Give> for Giver {
 
 // ---------- helpers ----------
 
-fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("FLOE_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_test_writer()
-        .try_init();
-}
-
 async fn node(dir: &std::path::Path, runtime: RuntimeConfig) -> Node {
     Node::builder()
         .data_dir(dir)
@@ -291,12 +282,9 @@ fn last_index(node: &Node) -> u64 {
         .unwrap_or(0)
 }
 
+/// Wait (at most 10 s) until `cond` holds.
 async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    floe_testkit::wait_until(what, Duration::from_secs(10), || std::future::ready(cond())).await
 }
 
 // ---------- tests ----------

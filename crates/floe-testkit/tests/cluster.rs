@@ -317,7 +317,8 @@ async fn a_restarted_leader_leads_only_after_a_new_election() {
         let root = root.path();
         async move {
             let seeds: Vec<std::net::SocketAddr> = if id == 1 { vec![] } else { vec![seed] };
-            start_at(pki, root, id, listen, &seeds, true, Placement::PreferLocal).await
+            let spec = spec(id, &seeds, true, Placement::PreferLocal).listen(listen);
+            start_node(pki, root, spec).await
         }
     });
     let nodes = futures::future::join_all(starts).await;
