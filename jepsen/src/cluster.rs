@@ -220,21 +220,7 @@ impl Cluster {
             .map_err(pem_err)?;
         let data = self.dir.join(format!("data-{id}"));
         let addr = SocketAddr::from((Lab::node_ip(slot), PORT));
-        let mut args: Vec<String> = vec![
-            "node".into(),
-            "--id".into(),
-            id.to_string(),
-            "--listen".into(),
-            addr.to_string(),
-            "--data-dir".into(),
-            data.display().to_string(),
-            "--ca".into(),
-            files.ca.display().to_string(),
-            "--cert".into(),
-            files.cert.display().to_string(),
-            "--key".into(),
-            files.key.display().to_string(),
-        ];
+        let mut args = floe_testkit::process::node_args(id, addr, &data, &files);
         if let Some(ms) = self.opts.idle_timeout_ms {
             args.extend(["--idle-timeout-ms".into(), ms.to_string()]);
         }

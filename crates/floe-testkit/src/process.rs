@@ -28,6 +28,27 @@ pub fn bootstrap_list(nodes: &[(u64, u16)]) -> String {
         .join(",")
 }
 
+/// The arguments of `floe node` for node `id` listening on `listen`, with its data in `data`
+/// and the certificate `tls`.
+pub fn node_args(id: u64, listen: SocketAddr, data: &Path, tls: &TlsFiles) -> Vec<String> {
+    let path = |p: &Path| p.to_string_lossy().into_owned();
+    vec![
+        "node".into(),
+        "--id".into(),
+        id.to_string(),
+        "--listen".into(),
+        listen.to_string(),
+        "--data-dir".into(),
+        path(data),
+        "--ca".into(),
+        path(&tls.ca),
+        "--cert".into(),
+        path(&tls.cert),
+        "--key".into(),
+        path(&tls.key),
+    ]
+}
+
 /// One `floe node` process; killed (SIGKILL) and reaped when dropped.
 #[derive(Debug)]
 pub struct NodeProcess {
@@ -61,22 +82,7 @@ impl NodeProcess {
     ) -> Self {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let data = root.join(format!("node-{id}"));
-        let path = |p: &Path| p.to_string_lossy().into_owned();
-        let mut args: Vec<String> = vec![
-            "node".into(),
-            "--id".into(),
-            id.to_string(),
-            "--listen".into(),
-            addr.to_string(),
-            "--data-dir".into(),
-            path(&data),
-            "--ca".into(),
-            path(&tls.ca),
-            "--cert".into(),
-            path(&tls.cert),
-            "--key".into(),
-            path(&tls.key),
-        ];
+        let mut args = node_args(id, addr, &data, tls);
         args.extend(extra.iter().cloned());
         Self {
             id,

@@ -60,17 +60,7 @@ async fn malformed_streams_are_closed_and_the_node_keeps_serving() {
     let node = pong_node(&pki, 1);
     let addr = node.local_addr().expect("addr");
     let friend = Transport::bind(TransportConfig::default(), &pki.node(2)).expect("bind");
-    let cert = pki.ca.issue_node(3, &[]).expect("cert");
-    let raw = raw_client(
-        pki.ca.cert_pem(),
-        Some((&cert.cert_pem, &cert.key_pem)),
-        floe_proto::ALPN,
-    );
-    let conn = raw
-        .connect(addr, "node-1.floe")
-        .expect("connect")
-        .await
-        .expect("handshake");
+    let conn = raw_node_connection(&pki, addr, 3).await;
     let rss_before = rss_kib();
 
     let mut random = vec![0u8; 300];

@@ -38,17 +38,7 @@ async fn streams_announcing_huge_frames_cannot_exhaust_memory() {
     let friend = Transport::bind(TransportConfig::default(), &pki.node(2)).expect("bind");
     assert_serves(&friend, &node, "before the attack").await;
 
-    let cert = pki.ca.issue_node(3, &[]).expect("cert");
-    let raw = raw_client(
-        pki.ca.cert_pem(),
-        Some((&cert.cert_pem, &cert.key_pem)),
-        floe_proto::ALPN,
-    );
-    let conn = raw
-        .connect(addr, "node-1.floe")
-        .expect("connect")
-        .await
-        .expect("handshake");
+    let conn = raw_node_connection(&pki, addr, 3).await;
     let payload: Arc<Vec<u8>> = Arc::new(vec![0x5a; SENT]);
     let idle = status_kib("VmRSS:");
 

@@ -12,6 +12,15 @@ use raftnet::*;
 
 const T: Duration = Duration::from_secs(5);
 
+/// Send a ping on a raw connection and read the whole answer.
+async fn raw_ping(conn: &quinn::Connection) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+    let (mut send, mut recv) = conn.open_bi().await?;
+    let frame = encode_frame(&Open::Request(Ping.into()), DEFAULT_MAX_FRAME)?;
+    send.write_all(&frame).await?;
+    send.finish()?;
+    Ok(recv.read_to_end(1 << 20).await?)
+}
+
 #[tokio::test]
 async fn certificate_from_another_ca_is_refused_both_ways() {
     init_tracing();
@@ -57,17 +66,7 @@ async fn peer_without_certificate_is_refused() {
     let reason = match conn {
         Err(e) => e,
         Ok(conn) => {
-            let served = async {
-                let (mut send, mut recv) = conn.open_bi().await?;
-                send.write_all(&encode_frame(
-                    &Open::Request(Ping.into()),
-                    DEFAULT_MAX_FRAME,
-                )?)
-                .await?;
-                send.finish()?;
-                Ok::<_, Box<dyn std::error::Error>>(recv.read_to_end(1 << 20).await?)
-            }
-            .await;
+            let served = raw_ping(&conn).await;
             assert!(
                 served.is_err(),
                 "a peer without certificate was served: {served:?}"
@@ -156,14 +155,7 @@ async fn wrong_alpn_is_refused() {
     );
     let res = async {
         let conn = raw.connect(node.local_addr()?, "node-1.floe")?.await?;
-        let (mut send, mut recv) = conn.open_bi().await?;
-        send.write_all(&encode_frame(
-            &Open::Request(Ping.into()),
-            DEFAULT_MAX_FRAME,
-        )?)
-        .await?;
-        send.finish()?;
-        Ok::<_, Box<dyn std::error::Error>>(recv.read_to_end(1 << 20).await?)
+        raw_ping(&conn).await
     }
     .await;
     let err = res.expect_err("a peer with ALPN h3 was served");

@@ -211,6 +211,21 @@ pub fn pong_node(pki: &Pki, id: NodeId) -> Transport {
     t
 }
 
+/// A raw QUIC connection to `addr` (node 1) with node `id`'s certificate and Floe's ALPN, for
+/// sending what the real transport never would.
+pub async fn raw_node_connection(pki: &Pki, addr: SocketAddr, id: NodeId) -> quinn::Connection {
+    let cert = pki.ca.issue_node(id, &[]).expect("cert");
+    let raw = raw_client(
+        pki.ca.cert_pem(),
+        Some((&cert.cert_pem, &cert.key_pem)),
+        floe_proto::ALPN,
+    );
+    raw.connect(addr, "node-1.floe")
+        .expect("connect")
+        .await
+        .expect("handshake")
+}
+
 /// A raw quinn client endpoint with full control over its TLS settings, for attacks the real
 /// transport refuses to make.
 pub fn raw_client(ca_pem: &str, cert: Option<(&str, &str)>, alpn: &[u8]) -> quinn::Endpoint {
