@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use floe_jepsen::checker;
 use floe_jepsen::history::{Event, Kind, Process};
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use serde_json::json;
 
 struct Op {

@@ -7,7 +7,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
-use rand::Rng;
+use rand::RngExt;
 
 /// Hold each packet of `queue` for `delay` ± `jitter`, until `stop` is set or forever.
 pub fn run(

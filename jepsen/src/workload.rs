@@ -37,7 +37,7 @@ use floe::builtin::{
 };
 use floe::{CallError, CallFailure, RequestId};
 use floe_client::{Client, ClientConfig};
-use rand::Rng;
+use rand::{Rng, RngExt};
 use serde::Serialize;
 use serde_json::json;
 

@@ -16,9 +16,9 @@
 //! applied log id; it is flushed together with the log and on every snapshot.
 
 pub mod codec;
+pub mod directory;
 mod error;
 mod log_store;
-pub mod logic;
 mod snapshot;
 mod state_machine;
 pub mod types;
@@ -51,8 +51,8 @@ impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             durability: Durability::Fsync,
-            max_session_outcomes: logic::DEFAULT_MAX_SESSION_OUTCOMES,
-            max_sessions: logic::DEFAULT_MAX_SESSIONS,
+            max_session_outcomes: directory::DEFAULT_MAX_SESSION_OUTCOMES,
+            max_sessions: directory::DEFAULT_MAX_SESSIONS,
             cache_bytes: 256 << 20,
         }
     }
@@ -141,7 +141,7 @@ pub fn open(
         Ok(log_store::Syncer::new(db.clone(), file, blobs.clone()))
     };
     let log = LogStore::new(&db, syncer()?)?;
-    let limits = logic::Limits {
+    let limits = directory::Limits {
         max_session_outcomes: config.max_session_outcomes,
         max_sessions: config.max_sessions,
     };

@@ -24,12 +24,12 @@ use crate::codec::{
     CLOCK_KEY, actor_key, decode, encode, node_key, request_key, request_of_key, session_key,
 };
 use crate::command::{ActorId, ActorState, CommandResult, NodeRecord, Placement, RequestId};
-use crate::error::StoreError;
-use crate::log_store::Syncer;
-use crate::logic::{
+use crate::directory::{
     Limits, PlacementRecord, RequestOutcome, RequestStatus, SessionClock, SessionRecord,
     StoredActor, Tables, apply_command, live_owner, request_status,
 };
+use crate::error::StoreError;
+use crate::log_store::Syncer;
 use crate::snapshot::{SnapshotReader, SnapshotWriter};
 use crate::types::{
     Entry, EntryPayload, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig,

@@ -16,7 +16,7 @@ use openraft::storage::{RaftLogReader, RaftLogStorage, RaftStateMachine};
 use openraft::type_config::TypeConfigExt;
 use raft_store::types::{Entry, EntryPayload, IOFlushed, TypeConfig, Vote};
 use raft_store::{Command, StoreConfig, open};
-use rand::Rng;
+use rand::RngExt;
 
 const ROUNDS: usize = 24;
 const CHILD_ENV: &str = "FLOE_CRASH_CHILD";

@@ -16,7 +16,7 @@ use raft_store::{
 const MAX_OUTCOMES: u64 = 3;
 const KEYS: [&str; 4] = ["a", "b", "c", "d"];
 
-/// The model: what a reader of the design would write, independent of `raft_store::logic`.
+/// The model: what a reader of the design would write, independent of `raft_store::directory`.
 #[derive(Default, Debug)]
 struct Model {
     /// node -> (incarnation, alive)
@@ -318,11 +318,11 @@ async fn compare_state(view: &raft_store::StateView, model: &Model) {
             for sub in 0..=2 {
                 let id = RequestId { session, seq, sub };
                 let got = match view.request_status(id).await.expect("status") {
-                    raft_store::logic::RequestStatus::Done(o) => {
+                    raft_store::directory::RequestStatus::Done(o) => {
                         Some(Some((o.actor.key, o.version, o.outcome)))
                     }
-                    raft_store::logic::RequestStatus::Open => Some(None),
-                    raft_store::logic::RequestStatus::Forgotten => None,
+                    raft_store::directory::RequestStatus::Open => Some(None),
+                    raft_store::directory::RequestStatus::Forgotten => None,
                 };
                 let want = match model.outcomes.get(&id) {
                     Some(o) => Some(Some(o.clone())),

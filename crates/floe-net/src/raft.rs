@@ -29,7 +29,9 @@ use openraft::network::{RPCOption, RPCTypes, RaftNetworkFactory};
 use raft_store::types::{NodeId, NodeInfo, Raft, Snapshot, TypeConfig, Vote};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use crate::transport::{Peer, RpcError, Service, SnapshotBody, Target, Transport};
+use crate::error::RpcError;
+use crate::server::{Service, SnapshotBody};
+use crate::transport::{Peer, Target, Transport};
 
 type RpcErr = RPCError<TypeConfig>;
 

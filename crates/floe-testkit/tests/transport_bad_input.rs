@@ -10,7 +10,7 @@ use floe_net::{Transport, TransportConfig};
 use floe_proto::codec::{DEFAULT_MAX_FRAME, decode_frame};
 use floe_proto::{ErrorKind, WireError};
 use raftnet::*;
-use rand::RngCore;
+use rand::Rng;
 
 fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("status");

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use raft_store::types::NodeId;
 use raft_store::{ActorId, NodeRecord};
-use rand::Rng;
+use rand::{Rng, RngExt};
 
 /// Chooses the node a new actor is placed on.
 pub trait PlacementStrategy: Send + Sync + 'static {

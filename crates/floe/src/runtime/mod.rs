@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use raft_store::logic::RequestStatus;
+use raft_store::directory::RequestStatus;
 use raft_store::types::{NodeId, Raft, WatchReceiver};
 use raft_store::{
     ActivateResult, ActorId, Command, CommandResult, Outcome, RequestId, SessionResult, StateView,
