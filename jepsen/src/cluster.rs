@@ -170,10 +170,7 @@ impl Cluster {
         let admin_tls = TlsMaterial::load(&admin_files).map_err(pem_err)?;
         let client_tls = TlsMaterial::load(&client_files).map_err(pem_err)?;
         let admin = Admin::bind(
-            TransportConfig {
-                listen: SocketAddr::from((Lab::client_ip(), 0)),
-                ..TransportConfig::default()
-            },
+            TransportConfig::default().listen(SocketAddr::from((Lab::client_ip(), 0))),
             &admin_tls,
         )
         .map_err(pem_err)?

@@ -64,10 +64,8 @@ fn client_config(cluster: &Cluster, cfg: &RunConfig) -> ClientConfig {
     let mut cc = ClientConfig::new(cluster.seed_addrs(), cluster.client_tls.clone());
     cc.call_timeout = cfg.workload.op_timeout;
     cc.attempt_timeout = cfg.workload.op_timeout.min(Duration::from_secs(1));
-    cc.transport = TransportConfig {
-        listen: std::net::SocketAddr::from((Lab::client_ip(), 0)),
-        ..TransportConfig::default()
-    };
+    cc.transport =
+        TransportConfig::default().listen(std::net::SocketAddr::from((Lab::client_ip(), 0)));
     cc
 }
 

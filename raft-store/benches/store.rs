@@ -40,14 +40,8 @@ async fn append_case(
     budget: Duration,
 ) -> (f64, Duration, Duration) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut log, _sm) = open(
-        dir.path(),
-        &StoreConfig {
-            durability,
-            ..StoreConfig::default()
-        },
-    )
-    .expect("open");
+    let (mut log, _sm) =
+        open(dir.path(), &StoreConfig::default().durability(durability)).expect("open");
     let mut next = 1;
     let mut lat = Vec::new();
     let start = Instant::now();

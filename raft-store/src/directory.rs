@@ -132,49 +132,54 @@ pub struct SessionClock {
     pub open: u64,
 }
 
-/// Storage the command logic runs against. All writes of one command (or one log entry) must be
-/// applied atomically by the implementation.
-pub trait Tables {
+/// The reads of the directory's tables: what a read-only view (and the decisions that only
+/// read) needs.
+pub trait ReadTables {
     /// Storage or decoding failure; aborts the whole entry.
     type Error;
     /// The node record of `node`.
     fn node(&self, node: NodeId) -> Result<Option<NodeRecord>, Self::Error>;
-    /// Store a node record.
-    fn put_node(&mut self, rec: &NodeRecord) -> Result<(), Self::Error>;
     /// The placement record of `actor`.
     fn placement(&self, actor: &ActorId) -> Result<Option<PlacementRecord>, Self::Error>;
-    /// Store a placement record.
-    fn put_placement(&mut self, actor: &ActorId, rec: &PlacementRecord) -> Result<(), Self::Error>;
     /// The stored state of `actor`.
     fn actor(&self, actor: &ActorId) -> Result<Option<StoredActor>, Self::Error>;
-    /// Store an actor's state.
-    fn put_actor(&mut self, actor: &ActorId, rec: &StoredActor) -> Result<(), Self::Error>;
     /// The remembered outcome of `req`.
     fn outcome(&self, req: RequestId) -> Result<Option<RequestOutcome>, Self::Error>;
-    /// Remember an outcome.
-    fn put_outcome(&mut self, req: RequestId, outcome: &RequestOutcome) -> Result<(), Self::Error>;
-    /// Forget an outcome.
-    fn remove_outcome(&mut self, req: RequestId) -> Result<(), Self::Error>;
     /// The ids of the outcomes `session` holds for calls numbered below `below`, in order;
     /// `u64::MAX` means all of them.
     fn outcomes_below(&self, session: u64, below: u64) -> Result<Vec<RequestId>, Self::Error>;
     /// The record of session `id`.
     fn session(&self, id: u64) -> Result<Option<SessionRecord>, Self::Error>;
-    /// Store a session record.
-    fn put_session(&mut self, id: u64, rec: &SessionRecord) -> Result<(), Self::Error>;
-    /// Delete a session record.
-    fn remove_session(&mut self, id: u64) -> Result<(), Self::Error>;
     /// Every session whose last activity is before `before_ms`.
     fn idle_sessions(&self, before_ms: u64) -> Result<Vec<u64>, Self::Error>;
     /// The clock and session counter.
     fn clock(&self) -> Result<SessionClock, Self::Error>;
+}
+
+/// Storage the command logic runs against: the reads and the writes. All writes of one command
+/// (or one log entry) must be applied atomically by the implementation.
+pub trait Tables: ReadTables {
+    /// Store a node record.
+    fn put_node(&mut self, rec: &NodeRecord) -> Result<(), Self::Error>;
+    /// Store a placement record.
+    fn put_placement(&mut self, actor: &ActorId, rec: &PlacementRecord) -> Result<(), Self::Error>;
+    /// Store an actor's state.
+    fn put_actor(&mut self, actor: &ActorId, rec: &StoredActor) -> Result<(), Self::Error>;
+    /// Remember an outcome.
+    fn put_outcome(&mut self, req: RequestId, outcome: &RequestOutcome) -> Result<(), Self::Error>;
+    /// Forget an outcome.
+    fn remove_outcome(&mut self, req: RequestId) -> Result<(), Self::Error>;
+    /// Store a session record.
+    fn put_session(&mut self, id: u64, rec: &SessionRecord) -> Result<(), Self::Error>;
+    /// Delete a session record.
+    fn remove_session(&mut self, id: u64) -> Result<(), Self::Error>;
     /// Store the clock and session counter.
     fn put_clock(&mut self, clock: &SessionClock) -> Result<(), Self::Error>;
 }
 
 /// The owner of a placement record if it is still valid: its node is registered, alive, and in
 /// the incarnation the placement was made for.
-pub fn live_owner<T: Tables>(
+pub fn live_owner<T: ReadTables>(
     tables: &T,
     rec: &PlacementRecord,
 ) -> Result<Option<Placement>, T::Error> {
@@ -204,7 +209,10 @@ pub enum RequestStatus {
 }
 
 /// The status of `req` (see [`RequestStatus`]).
-pub fn request_status<T: Tables>(tables: &T, req: RequestId) -> Result<RequestStatus, T::Error> {
+pub fn request_status<T: ReadTables>(
+    tables: &T,
+    req: RequestId,
+) -> Result<RequestStatus, T::Error> {
     if let Some(o) = tables.outcome(req)? {
         return Ok(RequestStatus::Done(o));
     }
@@ -575,40 +583,20 @@ pub struct MemTables {
     pub clock: SessionClock,
 }
 
-impl Tables for MemTables {
+impl ReadTables for MemTables {
     type Error = std::convert::Infallible;
 
     fn node(&self, node: NodeId) -> Result<Option<NodeRecord>, Self::Error> {
         Ok(self.nodes.get(&node).cloned())
     }
-    fn put_node(&mut self, rec: &NodeRecord) -> Result<(), Self::Error> {
-        self.nodes.insert(rec.node, rec.clone());
-        Ok(())
-    }
     fn placement(&self, actor: &ActorId) -> Result<Option<PlacementRecord>, Self::Error> {
         Ok(self.placements.get(actor).copied())
-    }
-    fn put_placement(&mut self, actor: &ActorId, rec: &PlacementRecord) -> Result<(), Self::Error> {
-        self.placements.insert(actor.clone(), *rec);
-        Ok(())
     }
     fn actor(&self, actor: &ActorId) -> Result<Option<StoredActor>, Self::Error> {
         Ok(self.actors.get(actor).cloned())
     }
-    fn put_actor(&mut self, actor: &ActorId, rec: &StoredActor) -> Result<(), Self::Error> {
-        self.actors.insert(actor.clone(), rec.clone());
-        Ok(())
-    }
     fn outcome(&self, req: RequestId) -> Result<Option<RequestOutcome>, Self::Error> {
         Ok(self.outcomes.get(&req).cloned())
-    }
-    fn put_outcome(&mut self, req: RequestId, outcome: &RequestOutcome) -> Result<(), Self::Error> {
-        self.outcomes.insert(req, outcome.clone());
-        Ok(())
-    }
-    fn remove_outcome(&mut self, req: RequestId) -> Result<(), Self::Error> {
-        self.outcomes.remove(&req);
-        Ok(())
     }
     fn outcomes_below(&self, session: u64, below: u64) -> Result<Vec<RequestId>, Self::Error> {
         let end = match below {
@@ -628,14 +616,6 @@ impl Tables for MemTables {
     fn session(&self, id: u64) -> Result<Option<SessionRecord>, Self::Error> {
         Ok(self.sessions.get(&id).cloned())
     }
-    fn put_session(&mut self, id: u64, rec: &SessionRecord) -> Result<(), Self::Error> {
-        self.sessions.insert(id, rec.clone());
-        Ok(())
-    }
-    fn remove_session(&mut self, id: u64) -> Result<(), Self::Error> {
-        self.sessions.remove(&id);
-        Ok(())
-    }
     fn idle_sessions(&self, before_ms: u64) -> Result<Vec<u64>, Self::Error> {
         Ok(self
             .sessions
@@ -646,6 +626,37 @@ impl Tables for MemTables {
     }
     fn clock(&self) -> Result<SessionClock, Self::Error> {
         Ok(self.clock)
+    }
+}
+
+impl Tables for MemTables {
+    fn put_node(&mut self, rec: &NodeRecord) -> Result<(), Self::Error> {
+        self.nodes.insert(rec.node, rec.clone());
+        Ok(())
+    }
+    fn put_placement(&mut self, actor: &ActorId, rec: &PlacementRecord) -> Result<(), Self::Error> {
+        self.placements.insert(actor.clone(), *rec);
+        Ok(())
+    }
+    fn put_actor(&mut self, actor: &ActorId, rec: &StoredActor) -> Result<(), Self::Error> {
+        self.actors.insert(actor.clone(), rec.clone());
+        Ok(())
+    }
+    fn put_outcome(&mut self, req: RequestId, outcome: &RequestOutcome) -> Result<(), Self::Error> {
+        self.outcomes.insert(req, outcome.clone());
+        Ok(())
+    }
+    fn remove_outcome(&mut self, req: RequestId) -> Result<(), Self::Error> {
+        self.outcomes.remove(&req);
+        Ok(())
+    }
+    fn put_session(&mut self, id: u64, rec: &SessionRecord) -> Result<(), Self::Error> {
+        self.sessions.insert(id, rec.clone());
+        Ok(())
+    }
+    fn remove_session(&mut self, id: u64) -> Result<(), Self::Error> {
+        self.sessions.remove(&id);
+        Ok(())
     }
     fn put_clock(&mut self, clock: &SessionClock) -> Result<(), Self::Error> {
         self.clock = *clock;

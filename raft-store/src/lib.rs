@@ -19,9 +19,12 @@ pub mod codec;
 pub mod directory;
 mod error;
 mod log_store;
+mod overlay;
 mod snapshot;
 mod state_machine;
+mod trees;
 pub mod types;
+mod view;
 
 use std::fs::File;
 use std::path::Path;
@@ -30,11 +33,13 @@ use std::sync::Arc;
 pub use error::{OpenError, StoreError};
 pub use floe_proto::command::{self, *};
 pub use log_store::{Durability, LogReader, LogStore};
-pub use state_machine::{SnapshotBuilder, StateMachine, StateView};
+pub use state_machine::{SnapshotBuilder, StateMachine};
+pub use view::StateView;
 
 /// Settings of the store.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct StoreConfig {
     /// What a reported-durable write has survived.
     pub durability: Durability,
@@ -46,6 +51,13 @@ pub struct StoreConfig {
     /// sled's page cache size in bytes.
     pub cache_bytes: u64,
 }
+
+floe_proto::setters!(StoreConfig {
+    durability: Durability,
+    max_session_outcomes: u64,
+    max_sessions: u64,
+    cache_bytes: u64,
+});
 
 impl Default for StoreConfig {
     fn default() -> Self {

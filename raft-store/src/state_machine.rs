@@ -9,7 +9,6 @@
 //! per call (see BENCHMARKS.md). The trees of one "generation" hold the whole state; installing a
 //! snapshot loads a new generation and switches to it with one write of the generation number.
 
-use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -20,33 +19,21 @@ use openraft::OptionalSend;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
-use crate::codec::{
-    CLOCK_KEY, actor_key, decode, encode, node_key, request_key, request_of_key, session_key,
-};
-use crate::command::{ActorId, ActorState, CommandResult, NodeRecord, Placement, RequestId};
-use crate::directory::{
-    Limits, PlacementRecord, RequestOutcome, RequestStatus, SessionClock, SessionRecord,
-    StoredActor, Tables, apply_command, live_owner, request_status,
-};
+use crate::codec::encode;
+use crate::command::CommandResult;
+use crate::directory::{Limits, apply_command};
 use crate::error::StoreError;
 use crate::log_store::Syncer;
+use crate::overlay::Overlay;
 use crate::snapshot::{SnapshotReader, SnapshotWriter};
+use crate::trees::{
+    APPLIED, CURRENT_SNAPSHOT, GENERATION, MEMBERSHIP, SmTrees, TAG_ACTORS, TAG_NODES,
+    TAG_PLACEMENTS, TAG_REQUESTS, TAG_SESSIONS, drop_generation,
+};
 use crate::types::{
     Entry, EntryPayload, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig,
 };
-
-const APPLIED: &[u8] = b"applied";
-const MEMBERSHIP: &[u8] = b"membership";
-const GENERATION: &[u8] = b"generation";
-const CURRENT_SNAPSHOT: &[u8] = b"snapshot";
-/// The last persisted apply batch, replayed when the store opens.
-const REDO: &[u8] = b"redo";
-
-const TAG_NODES: u8 = 1;
-const TAG_PLACEMENTS: u8 = 2;
-const TAG_ACTORS: u8 = 3;
-const TAG_REQUESTS: u8 = 4;
-const TAG_SESSIONS: u8 = 5;
+use crate::view::StateView;
 
 /// Entries applied per batch at most.
 const APPLY_CHUNK: usize = 256;
@@ -55,329 +42,12 @@ const APPLY_CHUNK: usize = 256;
 /// redo record stays inline in sled's log (far below its blob threshold).
 const REDO_BYTES: usize = 32 << 10;
 
-/// The trees of one generation of the state machine.
 #[derive(Debug)]
-pub(crate) struct SmTrees {
-    generation: u64,
-    meta: sled::Tree,
-    nodes: sled::Tree,
-    placements: sled::Tree,
-    actors: sled::Tree,
-    requests: sled::Tree,
-    sessions: sled::Tree,
-}
-
-fn tree_names(generation: u64) -> [String; 6] {
-    [
-        "meta",
-        "nodes",
-        "placements",
-        "actors",
-        "requests",
-        "sessions",
-    ]
-    .map(|t| format!("sm.{generation}.{t}"))
-}
-
-impl SmTrees {
-    fn open(db: &sled::Db, generation: u64) -> Result<Self, StoreError> {
-        let [m, n, p, a, r, s] = tree_names(generation);
-        Ok(Self {
-            generation,
-            meta: db.open_tree(m)?,
-            nodes: db.open_tree(n)?,
-            placements: db.open_tree(p)?,
-            actors: db.open_tree(a)?,
-            requests: db.open_tree(r)?,
-            sessions: db.open_tree(s)?,
-        })
-    }
-
-    fn data_trees(&self) -> [(u8, &sled::Tree); 5] {
-        [
-            (TAG_NODES, &self.nodes),
-            (TAG_PLACEMENTS, &self.placements),
-            (TAG_ACTORS, &self.actors),
-            (TAG_REQUESTS, &self.requests),
-            (TAG_SESSIONS, &self.sessions),
-        ]
-    }
-
-    fn get<T: serde::de::DeserializeOwned>(
-        tree: &sled::Tree,
-        key: &[u8],
-        what: &'static str,
-    ) -> Result<Option<T>, StoreError> {
-        tree.get(key)?.map(|v| decode(&v, what)).transpose()
-    }
-
-    /// The data tree with `tag`.
-    fn tree(&self, tag: u8) -> Result<&sled::Tree, StoreError> {
-        self.data_trees()
-            .into_iter()
-            .find(|(t, _)| *t == tag)
-            .map(|(_, tree)| tree)
-            .ok_or_else(|| StoreError::Corrupt {
-                what: "state machine change",
-                reason: format!("unknown tree tag {tag}"),
-            })
-    }
-
-    /// Write what `redo` records: each change, then the applied log id and membership.
-    fn write_redo(&self, redo: &Redo) -> Result<(), StoreError> {
-        for Change { tag, key, value } in &redo.changes {
-            let tree = self.tree(*tag)?;
-            match value {
-                Some(v) => tree.insert(key.as_slice(), v.as_slice())?,
-                None => tree.remove(key.as_slice())?,
-            };
-        }
-        if let Some(m) = &redo.membership {
-            self.meta.insert(MEMBERSHIP, encode(m)?)?;
-        }
-        self.meta.insert(APPLIED, encode(&redo.applied)?)?;
-        Ok(())
-    }
-
-    /// Finish the last persisted apply batch if a crash interrupted it. Idempotent: the record
-    /// holds final values, and it is always the newest batch.
-    fn replay_redo(&self) -> Result<(), StoreError> {
-        if let Some(redo) = Self::get::<Redo>(&self.meta, REDO, "redo record")? {
-            self.write_redo(&redo)?;
-        }
-        Ok(())
-    }
-
-    fn applied_state(&self) -> Result<(Option<LogId>, StoredMembership), StoreError> {
-        let applied = Self::get::<Option<LogId>>(&self.meta, APPLIED, "applied log id")?.flatten();
-        let membership = Self::get(&self.meta, MEMBERSHIP, "membership")?.unwrap_or_default();
-        Ok((applied, membership))
-    }
-}
-
-fn drop_generation(db: &sled::Db, generation: u64) -> Result<(), StoreError> {
-    for name in tree_names(generation) {
-        db.drop_tree(name)?;
-    }
-    Ok(())
-}
-
-/// A key and its value.
-type KeyValue = (Vec<u8>, Vec<u8>);
-
-/// One changed key of an apply batch: the tree's tag, the key, and the new value (`None`:
-/// removed).
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Change {
-    tag: u8,
-    #[serde(with = "serde_bytes")]
-    key: Vec<u8>,
-    #[serde(with = "serde_bytes")]
-    value: Option<Vec<u8>>,
-}
-
-/// What one persisted apply batch changed; stored under [`REDO`] before the changes themselves.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Redo {
-    applied: Option<LogId>,
-    membership: Option<StoredMembership>,
-    changes: Vec<Change>,
-}
-
-/// [`Tables`] over the committed trees plus the changes of the batch being applied, which stay
-/// in memory until [`Overlay::persist`].
-struct Overlay<'a> {
-    trees: &'a SmTrees,
-    changes: BTreeMap<(u8, Vec<u8>), Option<Vec<u8>>>,
-    bytes: usize,
-}
-
-impl<'a> Overlay<'a> {
-    fn new(trees: &'a SmTrees) -> Self {
-        Self {
-            trees,
-            changes: BTreeMap::new(),
-            bytes: 0,
-        }
-    }
-
-    fn get<T: serde::de::DeserializeOwned>(
-        &self,
-        tag: u8,
-        key: &[u8],
-        what: &'static str,
-    ) -> Result<Option<T>, StoreError> {
-        // Looked up by an owned key: the map is keyed by (tag, key).
-        match self.changes.get(&(tag, key.to_vec())) {
-            Some(Some(v)) => decode(v, what).map(Some),
-            Some(None) => Ok(None),
-            None => SmTrees::get(self.trees.tree(tag)?, key, what),
-        }
-    }
-
-    /// The keys and values of tree `tag` in `[start, end)` as this batch sees them, in order.
-    fn scan(&self, tag: u8, start: &[u8], end: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
-        let mut out: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-        for kv in self.trees.tree(tag)?.range(start..end) {
-            let (k, v) = kv?;
-            out.insert(k.to_vec(), v.to_vec());
-        }
-        for ((_, k), v) in self
-            .changes
-            .range((tag, start.to_vec())..(tag, end.to_vec()))
-        {
-            match v {
-                Some(v) => out.insert(k.clone(), v.clone()),
-                None => out.remove(k),
-            };
-        }
-        Ok(out.into_iter().collect())
-    }
-
-    fn set(&mut self, tag: u8, key: Vec<u8>, value: Option<Vec<u8>>) {
-        self.bytes += key.len() + value.as_ref().map_or(0, Vec::len) + 8;
-        self.changes.insert((tag, key), value);
-    }
-
-    fn put<T: serde::Serialize>(&mut self, tag: u8, key: Vec<u8>, v: &T) -> Result<(), StoreError> {
-        self.set(tag, key, Some(encode(v)?));
-        Ok(())
-    }
-
-    /// Persist the changes with `applied` (and `membership`, if the batch changed it): the redo
-    /// record first, then each change, then the applied log id. Leaves the overlay empty.
-    fn persist(
-        &mut self,
-        applied: Option<LogId>,
-        membership: Option<StoredMembership>,
-    ) -> Result<(), StoreError> {
-        let changes: Vec<Change> = std::mem::take(&mut self.changes)
-            .into_iter()
-            .map(|((tag, key), value)| Change { tag, key, value })
-            .collect();
-        self.bytes = 0;
-        let redo = Redo {
-            applied,
-            membership,
-            changes,
-        };
-        self.trees.meta.insert(REDO, encode(&redo)?)?;
-        self.trees.write_redo(&redo)
-    }
-}
-
-impl Tables for Overlay<'_> {
-    type Error = StoreError;
-
-    fn node(&self, node: u64) -> Result<Option<NodeRecord>, StoreError> {
-        self.get(TAG_NODES, &node_key(node), "node record")
-    }
-    fn put_node(&mut self, rec: &NodeRecord) -> Result<(), StoreError> {
-        self.put(TAG_NODES, node_key(rec.node).to_vec(), rec)
-    }
-    fn placement(&self, actor: &ActorId) -> Result<Option<PlacementRecord>, StoreError> {
-        self.get(TAG_PLACEMENTS, &actor_key(actor), "placement")
-    }
-    fn put_placement(&mut self, actor: &ActorId, rec: &PlacementRecord) -> Result<(), StoreError> {
-        self.put(TAG_PLACEMENTS, actor_key(actor), rec)
-    }
-    fn actor(&self, actor: &ActorId) -> Result<Option<StoredActor>, StoreError> {
-        self.get(TAG_ACTORS, &actor_key(actor), "actor state")
-    }
-    fn put_actor(&mut self, actor: &ActorId, rec: &StoredActor) -> Result<(), StoreError> {
-        self.put(TAG_ACTORS, actor_key(actor), rec)
-    }
-    fn outcome(&self, req: RequestId) -> Result<Option<RequestOutcome>, StoreError> {
-        self.get(TAG_REQUESTS, &request_key(req), "request outcome")
-    }
-    fn put_outcome(&mut self, req: RequestId, outcome: &RequestOutcome) -> Result<(), StoreError> {
-        self.put(TAG_REQUESTS, request_key(req).to_vec(), outcome)
-    }
-    fn remove_outcome(&mut self, req: RequestId) -> Result<(), StoreError> {
-        self.set(TAG_REQUESTS, request_key(req).to_vec(), None);
-        Ok(())
-    }
-    fn outcomes_below(&self, session: u64, below: u64) -> Result<Vec<RequestId>, StoreError> {
-        let (start, end) = outcome_range(session, below);
-        self.scan(TAG_REQUESTS, &start, &end)?
-            .iter()
-            .map(|(k, _)| request_of_key(k))
-            .collect()
-    }
-    fn session(&self, id: u64) -> Result<Option<SessionRecord>, StoreError> {
-        self.get(TAG_SESSIONS, &session_key(id), "session")
-    }
-    fn put_session(&mut self, id: u64, rec: &SessionRecord) -> Result<(), StoreError> {
-        self.put(TAG_SESSIONS, session_key(id).to_vec(), rec)
-    }
-    fn remove_session(&mut self, id: u64) -> Result<(), StoreError> {
-        self.set(TAG_SESSIONS, session_key(id).to_vec(), None);
-        Ok(())
-    }
-    fn idle_sessions(&self, before_ms: u64) -> Result<Vec<u64>, StoreError> {
-        let mut idle = Vec::new();
-        for (k, v) in self.scan(TAG_SESSIONS, &session_key(0), &[0xff; 9])? {
-            let rec: SessionRecord = decode(&v, "session")?;
-            if rec.last_active_ms < before_ms {
-                idle.push(session_of_key(&k)?);
-            }
-        }
-        Ok(idle)
-    }
-    fn clock(&self) -> Result<SessionClock, StoreError> {
-        Ok(self
-            .get(TAG_SESSIONS, CLOCK_KEY, "session clock")?
-            .unwrap_or_default())
-    }
-    fn put_clock(&mut self, clock: &SessionClock) -> Result<(), StoreError> {
-        self.put(TAG_SESSIONS, CLOCK_KEY.to_vec(), clock)
-    }
-}
-
-/// The key range of the outcomes of `session` numbered below `below` (all of them for
-/// `u64::MAX`).
-fn outcome_range(session: u64, below: u64) -> ([u8; 24], [u8; 24]) {
-    let start = request_key(RequestId::new(session, 0));
-    let end = match below {
-        u64::MAX => match session.checked_add(1) {
-            Some(next) => request_key(RequestId::new(next, 0)),
-            None => [0xff; 24],
-        },
-        b => request_key(RequestId::new(session, b)),
-    };
-    (start, end)
-}
-
-fn session_of_key(key: &[u8]) -> Result<u64, StoreError> {
-    <[u8; 8]>::try_from(key)
-        .map(u64::from_be_bytes)
-        .map_err(|_| StoreError::Corrupt {
-            what: "session key",
-            reason: format!("{} bytes, expected 8", key.len()),
-        })
-}
-
-/// Reads of the committed trees, for the read API.
-struct ReadTables<'a>(&'a SmTrees);
-
-impl ReadTables<'_> {
-    fn placement(&self, actor: &ActorId) -> Result<Option<PlacementRecord>, StoreError> {
-        SmTrees::get(&self.0.placements, &actor_key(actor), "placement")
-    }
-    fn actor(&self, actor: &ActorId) -> Result<Option<StoredActor>, StoreError> {
-        SmTrees::get(&self.0.actors, &actor_key(actor), "actor state")
-    }
-    fn node(&self, node: u64) -> Result<Option<NodeRecord>, StoreError> {
-        SmTrees::get(&self.0.nodes, &node_key(node), "node record")
-    }
-}
-
-#[derive(Debug)]
-struct Shared {
+pub(crate) struct Shared {
     db: sled::Db,
     /// Generation pointer and current snapshot; outside every generation.
     global: sled::Tree,
-    trees: Arc<RwLock<SmTrees>>,
+    pub(crate) trees: Arc<RwLock<SmTrees>>,
     snapshot_dir: PathBuf,
     /// Serializes writers of snapshot files and of the current-snapshot pointer.
     snapshot_files: Mutex<()>,
@@ -388,15 +58,6 @@ struct Shared {
 /// The state machine openraft drives. Obtain one from [`crate::open`].
 #[derive(Debug)]
 pub struct StateMachine {
-    shared: Arc<Shared>,
-}
-
-/// Read access to the applied state, for the runtime; cheap to clone.
-///
-/// Reads see the state as applied on this node. They are linearizable only after the caller has
-/// waited for a Raft read index to be applied (see the runtime).
-#[derive(Debug, Clone)]
-pub struct StateView {
     shared: Arc<Shared>,
 }
 
@@ -795,62 +456,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 }
 
-impl StateView {
-    /// The valid owner of `actor`: placed, and its node alive in the placement's incarnation.
-    pub async fn owner(&self, actor: &ActorId) -> Result<Option<Placement>, StoreError> {
-        let trees = self.shared.trees.read().await;
-        let t = Overlay::new(&trees);
-        match ReadTables(&trees).placement(actor)? {
-            Some(rec) => live_owner(&t, &rec),
-            None => Ok(None),
-        }
-    }
-
-    /// The committed state of `actor`, if it was ever written.
-    pub async fn actor_state(&self, actor: &ActorId) -> Result<Option<ActorState>, StoreError> {
-        let trees = self.shared.trees.read().await;
-        Ok(ReadTables(&trees).actor(actor)?.map(|a| a.view()))
-    }
-
-    /// Where request `req` stands: applied (with its outcome), open, or forgotten.
-    pub async fn request_status(&self, req: RequestId) -> Result<RequestStatus, StoreError> {
-        let trees = self.shared.trees.read().await;
-        request_status(&Overlay::new(&trees), req)
-    }
-
-    /// The session `id`, if it is open.
-    pub async fn session(&self, id: u64) -> Result<Option<SessionRecord>, StoreError> {
-        let trees = self.shared.trees.read().await;
-        Overlay::new(&trees).session(id)
-    }
-
-    /// The record of one node.
-    pub async fn node(&self, node: u64) -> Result<Option<NodeRecord>, StoreError> {
-        let trees = self.shared.trees.read().await;
-        ReadTables(&trees).node(node)
-    }
-
-    /// Every registered node, by id.
-    pub async fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
-        let trees = self.shared.trees.read().await;
-        trees
-            .nodes
-            .iter()
-            .values()
-            .map(|v| decode(&v?, "node record"))
-            .collect()
-    }
-
-    /// The last applied log id and membership.
-    pub async fn applied(&self) -> Result<(Option<LogId>, StoredMembership), StoreError> {
-        self.shared.trees.read().await.applied_state()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::command::Command;
+    use crate::overlay::{Change, Redo};
+    use crate::trees::REDO;
     use crate::{StoreConfig, open};
 
     fn entry(index: u64, cmd: Command) -> Entry {

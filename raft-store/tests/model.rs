@@ -357,10 +357,7 @@ fn run_case(commands: Vec<Command>, group: Vec<usize>) {
         .expect("runtime");
     rt.block_on(async {
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = StoreConfig {
-            max_session_outcomes: MAX_OUTCOMES,
-            ..StoreConfig::default()
-        };
+        let config = StoreConfig::default().max_session_outcomes(MAX_OUTCOMES);
         let mut model = Model::default();
         {
             let (_log, sm) = open(dir.path(), &config).expect("open");

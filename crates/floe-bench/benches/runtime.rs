@@ -146,10 +146,7 @@ async fn wait_idle(node: &Node) {
 
 async fn run(budget: Duration, actors: u64) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = RuntimeConfig {
-        idle_timeout: Duration::from_secs(2),
-        ..RuntimeConfig::default()
-    };
+    let cfg = RuntimeConfig::default().idle_timeout(Duration::from_secs(2));
     let node = Arc::new(
         Node::builder()
             .data_dir(dir.path())

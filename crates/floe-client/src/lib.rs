@@ -28,13 +28,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use floe::retry::Backoff;
 use floe::session::SessionTracker;
 use floe::{Actor, ActorId, CallError, CallFailure, Handler, Message, NodeId, RequestId};
 use floe_net::{RpcError, Target, TlsMaterial, Transport, TransportConfig};
 use floe_proto::{Action, CallReply, CallRequest, Members, NodeHint, OpenSession};
 
-/// Settings of a [`Client`].
+/// Settings of a [`Client`]: [`ClientConfig::new`] and the setters of the same names as the
+/// fields.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ClientConfig {
     /// Addresses of some cluster nodes.
     pub seeds: Vec<SocketAddr>,
@@ -58,6 +61,17 @@ pub struct ClientConfig {
     /// Transport settings (the listen address should stay an ephemeral port).
     pub transport: TransportConfig,
 }
+
+floe_proto::setters!(ClientConfig {
+    seeds: Vec<SocketAddr>,
+    call_timeout: Duration,
+    attempt_timeout: Duration,
+    backoff_min: Duration,
+    backoff_max: Duration,
+    hedge_after: Duration,
+    retry_window: Duration,
+    transport: TransportConfig,
+});
 
 impl ClientConfig {
     /// Connect to `seeds` with `tls`; other settings default.
@@ -273,7 +287,7 @@ impl Client {
     async fn open_session(&self) -> Result<u64, CallFailure> {
         let cfg = &self.inner.config;
         let deadline = Instant::now() + cfg.call_timeout;
-        let mut backoff = cfg.backoff_min;
+        let mut backoff = Backoff::new(cfg.backoff_min, cfg.backoff_max);
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
@@ -294,9 +308,7 @@ impl Client {
                 }
                 Err(e) => tracing::debug!(error = %e, "opening a session failed; retrying"),
             }
-            tokio::time::sleep(backoff.min(deadline.saturating_duration_since(Instant::now())))
-                .await;
-            backoff = (backoff * 2).min(cfg.backoff_max);
+            tokio::time::sleep(backoff.next(deadline, Instant::now())).await;
         }
     }
 
@@ -415,7 +427,7 @@ impl Client {
     ) -> Result<Vec<u8>, CallFailure> {
         let cfg = &self.inner.config;
         let deadline = Instant::now() + timeout;
-        let mut backoff = cfg.backoff_min;
+        let mut backoff = Backoff::new(cfg.backoff_min, cfg.backoff_max);
         let mut hedged = false;
         let unknown = settle;
         loop {
@@ -488,9 +500,7 @@ impl Client {
                 }
             };
             if retry {
-                let wait = backoff.min(deadline.saturating_duration_since(Instant::now()));
-                tokio::time::sleep(wait).await;
-                backoff = (backoff * 2).min(cfg.backoff_max);
+                tokio::time::sleep(backoff.next(deadline, Instant::now())).await;
             }
         }
     }

@@ -10,7 +10,10 @@ use floe_proto::codec::DEFAULT_MAX_FRAME;
 pub const DEFAULT_MAX_SNAPSHOT: u64 = 4 << 30;
 
 /// Settings of a [`crate::Transport`]. `Default` is what a node uses on loopback.
+///
+/// Build it from `Default` and the setters of the same names as the fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TransportConfig {
     /// Address to bind. Port 0 picks a free port.
     pub listen: SocketAddr,
@@ -54,6 +57,25 @@ pub struct TransportConfig {
     /// Malformed streams tolerated on one connection before it is closed.
     pub max_protocol_errors: u32,
 }
+
+floe_proto::setters!(TransportConfig {
+    listen: SocketAddr,
+    request_timeout: Duration,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    keep_alive: Duration,
+    snapshot_timeout: Duration,
+    max_snapshot_bytes: u64,
+    max_frame: usize,
+    max_streams: u32,
+    conn_buffer_bytes: usize,
+    node_buffer_bytes: usize,
+    stream_receive_window: u32,
+    conn_receive_window: u32,
+    backoff_min: Duration,
+    backoff_max: Duration,
+    max_protocol_errors: u32,
+});
 
 impl Default for TransportConfig {
     fn default() -> Self {

@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 #[cfg(feature = "raft")]
 use floe_proto::raft::{
@@ -121,6 +122,16 @@ pub trait Service: Send + Sync + 'static {
             ))
         }
     }
+}
+
+/// Time an answer may take beyond the caller's own deadline to travel back.
+const ANSWER_GRACE: Duration = Duration::from_millis(500);
+
+/// How long the server gives a request: its own deadline when it carries one (a call, which the
+/// service bounds itself), else the transport's `request_timeout`; never less than the latter.
+fn request_limit(req: &Request, request_timeout: Duration) -> Duration {
+    req.timeout()
+        .map_or(request_timeout, |t| request_timeout.max(t + ANSWER_GRACE))
 }
 
 impl Transport {
@@ -264,11 +275,9 @@ impl Transport {
         }
         match open {
             Open::Request(req) => {
-                let reply = match tokio::time::timeout(
-                    cfg.request_timeout,
-                    service.handle(peer.clone(), req),
-                )
-                .await
+                let limit = request_limit(&req, cfg.request_timeout);
+                let reply = match tokio::time::timeout(limit, service.handle(peer.clone(), req))
+                    .await
                 {
                     Ok(r) => r,
                     Err(_) => {
@@ -359,5 +368,38 @@ impl Transport {
             Ok(e) => Err(e),
             Err(_) => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use floe_proto::{ActorId, CallRequest, RequestId, Status};
+
+    use super::*;
+
+    fn call(timeout_ms: u32) -> Request {
+        CallRequest {
+            actor: ActorId::new("T", "k"),
+            message: "M".into(),
+            payload: vec![],
+            request: RequestId::new(1, 1),
+            timeout_ms,
+            chain: vec![],
+            hops: 0,
+            acked: 0,
+            retry: false,
+        }
+        .into()
+    }
+
+    #[test]
+    fn a_call_gets_its_own_deadline_and_other_requests_the_default() {
+        let d = Duration::from_secs(5);
+        assert_eq!(
+            request_limit(&call(30_000), d),
+            Duration::from_millis(30_500)
+        );
+        assert_eq!(request_limit(&call(100), d), d);
+        assert_eq!(request_limit(&Status.into(), d), d);
     }
 }

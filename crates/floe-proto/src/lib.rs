@@ -18,6 +18,7 @@ mod error;
 #[cfg(feature = "raft")]
 pub mod raft;
 mod rpc;
+pub mod setters;
 
 pub use codec::FrameError;
 pub use command::*;

@@ -136,6 +136,17 @@ impl Request {
         }
     }
 
+    /// How long the sender waits for the answer, when the request says so (a call does): the
+    /// server may take that long instead of its default request deadline.
+    pub fn timeout(&self) -> Option<std::time::Duration> {
+        match self {
+            Request::Actor(ActorRequest::Call(c)) => {
+                Some(std::time::Duration::from_millis(u64::from(c.timeout_ms)))
+            }
+            _ => None,
+        }
+    }
+
     /// Short name for logs and metrics.
     pub fn name(&self) -> &'static str {
         match self {

@@ -204,12 +204,10 @@ async fn retry_after_its_session_expired_is_expired_and_not_applied() {
     init_tracing();
     let pki = Pki::new();
     let root = tempfile::tempdir().expect("tempdir");
-    let runtime = RuntimeConfig {
-        call_timeout: Duration::from_millis(300),
-        session_idle_timeout: Duration::from_secs(3),
-        retry_window: Duration::from_secs(1),
-        ..RuntimeConfig::default()
-    };
+    let runtime = RuntimeConfig::default()
+        .call_timeout(Duration::from_millis(300))
+        .session_idle_timeout(Duration::from_secs(3))
+        .retry_window(Duration::from_secs(1));
     let nodes = cluster_with(&pki, root.path(), 3, Placement::PreferLocal, runtime).await;
     let seeds: Vec<_> = nodes.iter().map(addr).collect();
     let owner = client(&pki, seeds.clone()).await;
@@ -280,10 +278,7 @@ async fn timed_out_attempt_then_refused_seed_reports_unknown_not_a_definite_fail
     let bad: Vec<_> = (0..2)
         .map(|i| {
             floe_net::Transport::bind(
-                floe_net::TransportConfig {
-                    listen: loopback(),
-                    ..floe_net::TransportConfig::default()
-                },
+                floe_net::TransportConfig::default().listen(loopback()),
                 &strangers.node(10 + i),
             )
             .expect("stranger binds")

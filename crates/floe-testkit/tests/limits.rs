@@ -84,10 +84,7 @@ async fn an_over_limit_state_is_refused_and_rolled_back() {
     init_tracing();
     let pki = Pki::new();
     let root = tempfile::tempdir().expect("tempdir");
-    let runtime = RuntimeConfig {
-        max_state_bytes: 64 << 10,
-        ..RuntimeConfig::default()
-    };
+    let runtime = RuntimeConfig::default().max_state_bytes(64 << 10);
     let nodes = cluster_with(&pki, root.path(), 3, Placement::PreferLocal, runtime).await;
     let c = client(&pki, vec![addr(&nodes[1])]).await;
     let b = c.actor::<Blob>("x");

@@ -596,10 +596,7 @@ async fn ten_thousand_actors_with_concurrent_calls_and_group_commit() {
 async fn one_message_at_a_time_and_bounded_mailbox() {
     init_tracing();
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = RuntimeConfig {
-        mailbox_capacity: 1,
-        ..RuntimeConfig::default()
-    };
+    let cfg = RuntimeConfig::default().mailbox_capacity(1);
     let n = Arc::new(node(dir.path(), cfg).await);
 
     // Concurrent calls to one actor never overlap.
@@ -655,10 +652,7 @@ async fn one_message_at_a_time_and_bounded_mailbox() {
 async fn idle_actors_deactivate_and_come_back_without_a_raft_write() {
     init_tracing();
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = RuntimeConfig {
-        idle_timeout: Duration::from_millis(50),
-        ..RuntimeConfig::default()
-    };
+    let cfg = RuntimeConfig::default().idle_timeout(Duration::from_millis(50));
     let n = node(dir.path(), cfg).await;
     n.actor::<Account>("idle")
         .call(Deposit(3))

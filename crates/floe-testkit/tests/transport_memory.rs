@@ -28,10 +28,7 @@ fn status_kib(field: &str) -> u64 {
 async fn streams_announcing_huge_frames_cannot_exhaust_memory() {
     init_tracing();
     let pki = Pki::new();
-    let config = TransportConfig {
-        request_timeout: Duration::from_secs(10),
-        ..TransportConfig::default()
-    };
+    let config = TransportConfig::default().request_timeout(Duration::from_secs(10));
     let node = Transport::bind(config, &pki.node(1)).expect("bind");
     node.serve(Arc::new(PongService));
     let addr = node.local_addr().expect("addr");

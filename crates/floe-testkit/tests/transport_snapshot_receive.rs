@@ -56,10 +56,7 @@ async fn oversized_snapshot_announcement_is_refused_up_front() {
     init_tracing();
     let pki = Pki::new();
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = TransportConfig {
-        max_snapshot_bytes: 1 << 20,
-        ..TransportConfig::default()
-    };
+    let config = TransportConfig::default().max_snapshot_bytes(1 << 20);
     let node = start_node_with(&pki, 1, dir.path(), any_addr(), config).await;
     let peer = Transport::bind(TransportConfig::default(), &pki.node(2)).expect("bind");
 
@@ -73,12 +70,10 @@ async fn oversized_snapshot_announcement_is_refused_up_front() {
     }
     assert!(files_in(&dir.path().join("incoming")).is_empty());
     assert!(
-        TransportConfig {
-            max_snapshot_bytes: 0,
-            ..TransportConfig::default()
-        }
-        .validate()
-        .is_err()
+        TransportConfig::default()
+            .max_snapshot_bytes(0)
+            .validate()
+            .is_err()
     );
     node.stop().await;
 }
@@ -88,10 +83,7 @@ async fn snapshot_cut_off_by_its_deadline_leaves_no_file() {
     init_tracing();
     let pki = Pki::new();
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = TransportConfig {
-        snapshot_timeout: Duration::from_millis(500),
-        ..TransportConfig::default()
-    };
+    let config = TransportConfig::default().snapshot_timeout(Duration::from_millis(500));
     let node = start_node_with(&pki, 1, dir.path(), any_addr(), config).await;
     let peer = Transport::bind(TransportConfig::default(), &pki.node(2)).expect("bind");
 

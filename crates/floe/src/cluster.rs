@@ -10,16 +10,16 @@ use raft_store::{NodeRecord, StateView};
 
 use crate::placement::Placement;
 
-/// How a node takes part in a cluster.
+/// How a node takes part in a cluster: [`ClusterConfig::new`] and the setters of the same names
+/// as the fields.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ClusterConfig {
-    /// QUIC address to bind.
-    pub listen: SocketAddr,
     /// Address other nodes and clients use to reach this node (default: the bound address).
     pub advertise: Option<String>,
     /// This node's certificate (it must be for this node's id), key and the cluster CA.
     pub tls: TlsMaterial,
-    /// Transport settings (the listen address is taken from `listen`).
+    /// Transport settings, the QUIC address to bind among them (`transport.listen`).
     pub transport: TransportConfig,
     /// Initial voters `(id, address)`, identical on every node that bootstraps; used only when
     /// the data directory is new. Empty for a node that joins. An empty address for this node
@@ -40,14 +40,25 @@ pub struct ClusterConfig {
     pub startup_timeout: Duration,
 }
 
+floe_proto::setters!(ClusterConfig {
+    advertise: Option<String>,
+    tls: TlsMaterial,
+    transport: TransportConfig,
+    bootstrap: Vec<(NodeId, String)>,
+    join: Vec<SocketAddr>,
+    join_as_voter: bool,
+    node_timeout: Duration,
+    placement: Placement,
+    startup_timeout: Duration,
+});
+
 impl ClusterConfig {
     /// A node listening on `listen` with `tls`, other settings default.
     pub fn new(listen: SocketAddr, tls: TlsMaterial) -> Self {
         Self {
-            listen,
             advertise: None,
             tls,
-            transport: TransportConfig::default(),
+            transport: TransportConfig::default().listen(listen),
             bootstrap: Vec::new(),
             join: Vec::new(),
             join_as_voter: false,

@@ -22,8 +22,10 @@ impl ConfigError {
     }
 }
 
-/// Settings of the actor runtime.
+/// Settings of the actor runtime. Build it from `Default` and the setters of the same names as
+/// the fields: `RuntimeConfig::default().call_timeout(Duration::from_secs(5))`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RuntimeConfig {
     /// Calls that may wait for one activation; further callers wait for a slot until their
     /// deadline (backpressure).
@@ -68,6 +70,20 @@ pub struct RuntimeConfig {
     #[doc(hidden)]
     pub unsafe_unconfirmed_reads: bool,
 }
+
+floe_proto::setters!(RuntimeConfig {
+    mailbox_capacity: usize,
+    idle_timeout: Duration,
+    call_timeout: Duration,
+    max_batch: usize,
+    max_batch_bytes: usize,
+    max_inflight_batches: usize,
+    max_state_bytes: usize,
+    max_message_bytes: usize,
+    exit_on_fatal: bool,
+    session_idle_timeout: Duration,
+    retry_window: Duration,
+});
 
 impl Default for RuntimeConfig {
     fn default() -> Self {

@@ -66,6 +66,7 @@ pub mod builtin;
 #[cfg_attr(not(feature = "server"), allow(dead_code))]
 mod call;
 mod error;
+pub mod retry;
 pub mod session;
 #[doc(hidden)]
 pub mod wire;

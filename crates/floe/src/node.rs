@@ -18,7 +18,7 @@ use raft_store::types::openraft::{RaftNetworkV2, ServerState};
 use raft_store::types::{NodeId, NodeInfo, NodeRole, Raft, RaftConfig, Snapshot, TypeConfig, Vote};
 
 use floe_net::raft::{QuicRaftNetwork, RaftService};
-use floe_net::{Role, Transport, TransportConfig};
+use floe_net::{Role, Transport};
 
 use crate::actor::Actor;
 use crate::actor::ActorRef;
@@ -172,11 +172,7 @@ impl NodeBuilder {
                         ),
                     )));
                 }
-                let tc = TransportConfig {
-                    listen: c.listen,
-                    ..c.transport.clone()
-                };
-                let transport = Transport::bind(tc, &c.tls)
+                let transport = Transport::bind(c.transport.clone(), &c.tls)
                     .map_err(|e| BuildError::Config(ConfigError::new("listen", e.to_string())))?;
                 let bound = transport.local_addr().map_err(io)?;
                 Some(Link {

@@ -28,15 +28,24 @@ use crate::error::CallFailure;
 /// Why a proposal has no result.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProposeError {
-    /// This node is not the leader; the command was not appended.
-    #[error("not the leader (leader: {0:?})")]
+    /// No leader took the command before the deadline (the leader, if one is known); the
+    /// command was not appended.
+    #[error("not appended before the deadline (leader: {0:?})")]
     NotLeader(Option<NodeId>),
     /// Raft failed or is shutting down; the command may or may not be committed.
     #[error("proposal outcome unknown: {0}")]
     Unknown(String),
 }
 
-type Waiter = oneshot::Sender<Result<CommandResult, ProposeError>>;
+/// Who waits for a command's result, and until when.
+type Waiter = (
+    Instant,
+    oneshot::Sender<Result<CommandResult, ProposeError>>,
+);
+
+/// How long a proposal made for no caller (membership, sessions, releases) may wait for a
+/// leader.
+pub(crate) const BACKGROUND_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Handle to the proposer task; cheap to clone.
 #[derive(Debug, Clone)]
@@ -63,15 +72,26 @@ impl Proposer {
         Self { tx }
     }
 
-    /// Propose `cmd` and wait until it is committed and applied (on this node too).
-    pub(crate) async fn propose(&self, cmd: Command) -> Result<CommandResult, ProposeError> {
+    /// Propose `cmd` and wait until it is committed and applied (on this node too), at most
+    /// until `deadline`: the leader is looked for and the result awaited within it.
+    pub(crate) async fn propose(
+        &self,
+        cmd: Command,
+        deadline: Instant,
+    ) -> Result<CommandResult, ProposeError> {
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .send((cmd, tx))
-            .await
-            .map_err(|_| ProposeError::Unknown("proposer stopped".into()))?;
-        rx.await
-            .map_err(|_| ProposeError::Unknown("proposer dropped the command".into()))?
+        match tokio::time::timeout_at(deadline.into(), self.tx.send((cmd, (deadline, tx)))).await {
+            Err(_) => return Err(ProposeError::NotLeader(None)),
+            Ok(Err(_)) => return Err(ProposeError::Unknown("proposer stopped".into())),
+            Ok(Ok(())) => {}
+        }
+        match tokio::time::timeout_at(deadline.into(), rx).await {
+            Err(_) => Err(ProposeError::Unknown(
+                "no outcome before the deadline".into(),
+            )),
+            Ok(Err(_)) => Err(ProposeError::Unknown("proposer dropped the command".into())),
+            Ok(Ok(r)) => r,
+        }
     }
 }
 
@@ -143,16 +163,17 @@ type WriteError = raft_store::types::openraft::error::RaftError<
     raft_store::types::openraft::error::ClientWriteError<raft_store::types::TypeConfig>,
 >;
 
-/// How long a proposal may wait for a leader.
-const PROPOSE_DEADLINE: Duration = Duration::from_secs(10);
+/// How often the leader is looked for again while there is none.
+const NO_LEADER_PAUSE: Duration = Duration::from_millis(20);
 
-/// Propose one command (possibly a `Batch`) locally if this node leads, else at the leader.
+/// Propose one command (possibly a `Batch`) locally if this node leads, else at the leader,
+/// looking for a leader until `deadline`.
 async fn submit(
     raft: &Raft,
     forward: Option<&Transport>,
     cmd: Command,
+    deadline: Instant,
 ) -> Result<CommandResult, ProposeError> {
-    let deadline = Instant::now() + PROPOSE_DEADLINE;
     loop {
         let (me, mut leader) = {
             let m = raft.metrics().borrow_watched().clone();
@@ -183,7 +204,7 @@ async fn submit(
             .filter(|l| *l != me)
             .and_then(|l| crate::link::target(raft, l));
         let Some(target) = target else {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(NO_LEADER_PAUSE.min(remaining)).await;
             continue;
         };
         match transport
@@ -207,7 +228,8 @@ async fn submit(
             | Err(RpcError::Unreachable(_))
             | Err(RpcError::Refused(_)) => {
                 // Not appended anywhere: retry once a leader is known.
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                let left = deadline.saturating_duration_since(Instant::now());
+                tokio::time::sleep(NO_LEADER_PAUSE.min(left)).await;
             }
             Err(e) => return Err(ProposeError::Unknown(format!("forwarded proposal: {e}"))),
         }
@@ -317,14 +339,22 @@ async fn propose_batch(
     mut batch: Vec<(Command, Waiter)>,
 ) {
     if batch.len() == 1 {
-        if let Some((cmd, reply)) = batch.pop() {
-            let _ = reply.send(submit(raft, forward, cmd).await);
+        if let Some((cmd, (deadline, reply))) = batch.pop() {
+            let _ = reply.send(submit(raft, forward, cmd, deadline).await);
         }
         return;
     }
-    let (cmds, replies): (Vec<Command>, Vec<Waiter>) = batch.into_iter().unzip();
+    let (cmds, waiters): (Vec<Command>, Vec<Waiter>) = batch.into_iter().unzip();
+    // The batch looks for a leader as long as its most patient member waits; the others stop
+    // waiting at their own deadlines.
+    let deadline = waiters
+        .iter()
+        .map(|(d, _)| *d)
+        .max()
+        .unwrap_or_else(|| Instant::now() + BACKGROUND_DEADLINE);
+    let replies: Vec<_> = waiters.into_iter().map(|(_, r)| r).collect();
     let n = cmds.len();
-    match submit(raft, forward, Command::Batch(cmds)).await {
+    match submit(raft, forward, Command::Batch(cmds), deadline).await {
         Ok(CommandResult::Batch(results)) if results.len() == n => {
             for (reply, r) in replies.into_iter().zip(results) {
                 let _ = reply.send(Ok(r));

@@ -9,7 +9,7 @@ use std::path::Path;
 /// Bottom to top. A module may use the modules of earlier lines only.
 const LAYERS: &[&[&str]] = &[
     // Errors, settings, pure decisions with no runtime.
-    &["error", "incarnation", "placement"],
+    &["error", "incarnation", "placement", "retry"],
     &["session", "metrics"],
     &["config"],
     // One call: `RawCall` and the `Caller` the actor API holds.

@@ -69,10 +69,7 @@ pub async fn start_node_with(
     // A restarted node rebinds its old port, which the previous endpoint may hold briefly.
     let deadline = Instant::now() + Duration::from_secs(10);
     let transport = loop {
-        let config = TransportConfig {
-            listen: addr,
-            ..base.clone()
-        };
+        let config = base.clone().listen(addr);
         match Transport::bind(config, &tls) {
             Ok(t) => break t,
             Err(e) if Instant::now() < deadline => {

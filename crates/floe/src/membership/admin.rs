@@ -2,6 +2,7 @@
 //! a cluster. Changes are served by the leader, one at a time.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
 
 use floe_proto::{AddNode, ErrorKind, Initialize, MemberInfo, RemoveNode, WireError};
 use raft_store::types::openraft::ChangeMembers;
@@ -9,6 +10,7 @@ use raft_store::types::{NodeId, NodeInfo, NodeRole, Raft, WatchReceiver};
 use raft_store::{Command, NodeRecord};
 
 use crate::link::hint;
+use crate::proposer::BACKGROUND_DEADLINE;
 use crate::runtime::Runtime;
 
 fn wire(kind: ErrorKind, msg: impl Into<String>) -> WireError {
@@ -162,10 +164,13 @@ impl Admin {
         {
             let _ = rt
                 .proposer
-                .propose(Command::NodeDown {
-                    node,
-                    incarnation: rec.incarnation,
-                })
+                .propose(
+                    Command::NodeDown {
+                        node,
+                        incarnation: rec.incarnation,
+                    },
+                    Instant::now() + BACKGROUND_DEADLINE,
+                )
                 .await;
         }
         tracing::info!(node, "node removed");

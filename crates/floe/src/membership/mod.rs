@@ -16,6 +16,7 @@ use raft_store::Command;
 use raft_store::types::openraft::ServerState;
 use raft_store::types::{NodeId, WatchReceiver};
 
+use crate::proposer::BACKGROUND_DEADLINE;
 use crate::runtime::Runtime;
 use detector::{Detector, Observation};
 
@@ -136,7 +137,11 @@ pub(crate) async fn failure_detector(rt: Weak<Runtime>, timeout: Duration) {
                 node: d.node,
                 incarnation: d.incarnation,
             };
-            if let Err(e) = rt.proposer.propose(cmd).await {
+            if let Err(e) = rt
+                .proposer
+                .propose(cmd, Instant::now() + BACKGROUND_DEADLINE)
+                .await
+            {
                 tracing::warn!(node = d.node, error = %e, "NodeDown not committed; will retry");
                 detector.not_committed(&d);
             }

@@ -34,14 +34,22 @@ use crate::actor::{Actor, DispatchError};
 use crate::call::{Caller, RawCall};
 use crate::config::RuntimeConfig;
 use crate::error::CallFailure;
-use crate::proposer::Proposer;
+use crate::proposer::{BACKGROUND_DEADLINE, Proposer};
+use crate::retry::Backoff;
 
 /// The activation disappeared before running the call; route it again.
 pub(crate) struct Gone;
 
+/// The deadline of a proposal no caller waits on.
+fn background() -> Instant {
+    Instant::now() + BACKGROUND_DEADLINE
+}
+
 mod outcome;
+mod route;
 
 use outcome::{CallResult, Settlement, answer};
+use route::{Forwarded, Route};
 
 pub(crate) trait AnyActivation: Send + Sync {
     fn admit(&self, deadline: Instant) -> BoxFuture<'_, Result<(), CallFailure>>;
@@ -363,7 +371,7 @@ impl<A: Actor> Activation<A> {
             }
             Ok(())
         };
-        match outcome::settle(rt.proposer.propose(cmd).await, outcome) {
+        match outcome::settle(rt.proposer.propose(cmd, call.deadline).await, outcome) {
             Settlement::Committed { version, answer } => {
                 if changes {
                     rt.metrics.commits.inc();
@@ -584,7 +592,7 @@ impl Runtime {
         let cmd = Command::OpenSession {
             owner: owner.to_owned(),
         };
-        match self.proposer.propose(cmd).await {
+        match self.proposer.propose(cmd, background()).await {
             Ok(CommandResult::Session(SessionResult::Opened { session })) => Ok(session),
             Ok(CommandResult::Invalid(why)) => Err(CallFailure::Unavailable(why)),
             Ok(other) => Err(CallFailure::Unavailable(format!(
@@ -702,7 +710,7 @@ impl Runtime {
             return Err(CallFailure::CallCycle(cycle));
         }
         let mut call = Arc::new(call);
-        let mut backoff = Duration::from_millis(5);
+        let mut backoff = Backoff::new(Duration::from_millis(5), Duration::from_millis(100));
         loop {
             if Instant::now() >= call.deadline {
                 return Err(CallFailure::Timeout);
@@ -710,7 +718,9 @@ impl Runtime {
             let hosted = self.registry.contains_key(call.actor.kind.as_str());
             let here = if !hosted && self.link.is_some() {
                 // This node does not host the type: find (or make) its owner elsewhere.
-                Err(CallFailure::NotOwner(Some(self.locate(&call.actor).await?)))
+                Err(CallFailure::NotOwner(Some(
+                    self.locate(&call.actor, call.deadline).await?,
+                )))
             } else {
                 self.activation(&call.actor, call.deadline).await
             };
@@ -737,32 +747,23 @@ impl Runtime {
                 Err(e) => Err(e),
             };
             // The actor lives (or moved) elsewhere: forward it there, once, within the deadline.
-            match outcome {
-                Err(CallFailure::NotOwner(owner)) if self.link.is_some() && call.hops == 0 => {
-                    if let Some(owner) = owner.filter(|o| *o != self.node) {
-                        match self.forward(owner, &call).await {
-                            Ok(r) => return Ok(r),
-                            Err(Some(f)) => return Err(f),
-                            Err(None) => {
-                                // It may have reached the owner: from now on its answer must
-                                // be fixed in the log.
-                                if !call.retry {
-                                    call = Arc::new(RawCall {
-                                        retry: true,
-                                        ..(*call).clone()
-                                    });
-                                }
-                            }
+            match route::after_try(&outcome, self.link.is_some(), call.hops, self.node) {
+                Route::Answer => return outcome,
+                Route::Forward(owner) => match self.forward(owner, &call).await {
+                    Forwarded::Reply(payload, owner) => return Ok((payload, owner)),
+                    Forwarded::Failed(f) => return Err(f),
+                    Forwarded::Reroute => {
+                        if !call.retry {
+                            call = Arc::new(RawCall {
+                                retry: true,
+                                ..(*call).clone()
+                            });
                         }
                     }
-                    tokio::time::sleep(
-                        backoff.min(call.deadline.saturating_duration_since(Instant::now())),
-                    )
-                    .await;
-                    backoff = (backoff * 2).min(Duration::from_millis(100));
-                }
-                other => return other,
+                },
+                Route::Again => {}
             }
+            tokio::time::sleep(backoff.next(call.deadline, Instant::now())).await;
         }
     }
 
@@ -783,18 +784,13 @@ impl Runtime {
         }
     }
 
-    /// Forward `call` to `owner`. `Err(None)`: try routing again (owner moved or unreachable);
-    /// `Err(Some(f))`: final.
-    async fn forward(
-        &self,
-        owner: NodeId,
-        call: &RawCall,
-    ) -> Result<(Vec<u8>, NodeId), Option<CallFailure>> {
+    /// Forward `call` to `owner`.
+    async fn forward(&self, owner: NodeId, call: &RawCall) -> Forwarded {
         let Some(link) = &self.link else {
-            return Err(None);
+            return Forwarded::Reroute;
         };
         let Some(target) = crate::link::target(&self.raft, owner) else {
-            return Err(None);
+            return Forwarded::Reroute;
         };
         let remaining = call.deadline.saturating_duration_since(Instant::now());
         let req = crate::link::call_request(call);
@@ -803,29 +799,14 @@ impl Runtime {
         // old owner did commit is not applied twice.
         let sent = tokio::select! {
             r = link.transport.request(&target, req, remaining) => r,
-            () = self.owner_down(owner) => return Err(None),
+            () = self.owner_down(owner) => return Forwarded::Reroute,
         };
-        match sent {
-            Ok(floe_proto::CallReply { payload, owner, .. }) => Ok((payload, owner)),
-            Err(floe_net::RpcError::Remote(e)) => match crate::wire::from_wire(e) {
-                CallFailure::NotOwner(_) | CallFailure::Unavailable(_) => Err(None),
-                f => Err(Some(f)),
-            },
-            // Not sent: the owner may be down; the failure detector will move its actors.
-            Err(floe_net::RpcError::Unreachable(_)) | Err(floe_net::RpcError::Refused(_)) => {
-                Err(None)
-            }
-            Err(floe_net::RpcError::Timeout(_)) => Err(Some(CallFailure::Timeout)),
-            // Sent, answer lost: the outcome is unknown.
-            Err(e) => Err(Some(CallFailure::Unavailable(format!(
-                "forwarding to node {owner}: {e}"
-            )))),
-        }
+        route::after_forward(owner, sent)
     }
 
     /// The node that owns `id`, placing it on a node that hosts its type if it has no owner.
     /// For actor types this node does not host.
-    async fn locate(&self, id: &ActorId) -> Result<NodeId, CallFailure> {
+    async fn locate(&self, id: &ActorId, deadline: Instant) -> Result<NodeId, CallFailure> {
         let unavailable = |e: &dyn std::fmt::Display| CallFailure::Unavailable(e.to_string());
         if let Some(p) = self.view.owner(id).await.map_err(|e| unavailable(&e))? {
             return Ok(p.node);
@@ -853,7 +834,7 @@ impl Runtime {
             actor: id.clone(),
             preferred,
         };
-        match self.proposer.propose(cmd).await {
+        match self.proposer.propose(cmd, deadline).await {
             Ok(CommandResult::Activate(ActivateResult::Placed { placement, .. })) => {
                 Ok(placement.node)
             }
@@ -914,7 +895,7 @@ impl Runtime {
                     id.kind
                 ))
             })?;
-        let epoch = self.place(&id).await?;
+        let epoch = self.place(&id, deadline).await?;
         let state = self
             .view
             .actor_state(&id)
@@ -934,7 +915,7 @@ impl Runtime {
     /// it is still current; an owner elsewhere is a routing hint (that node corrects us if it
     /// moved); no owner means proposing `Activate`, whose committed result is authoritative
     /// (first writer wins), so it needs no read index before it.
-    async fn place(&self, id: &ActorId) -> Result<u64, CallFailure> {
+    async fn place(&self, id: &ActorId, deadline: Instant) -> Result<u64, CallFailure> {
         let owner = |view: &StateView| {
             let view = view.clone();
             let id = id.clone();
@@ -962,7 +943,7 @@ impl Runtime {
                     actor: id.clone(),
                     epoch: p.epoch,
                 };
-                let _ = self.proposer.propose(release).await;
+                let _ = self.proposer.propose(release, deadline).await;
             }
             Some(p) => return Err(CallFailure::NotOwner(Some(p.node))),
             None => {}
@@ -993,7 +974,7 @@ impl Runtime {
             actor: id.clone(),
             preferred,
         };
-        match self.proposer.propose(cmd).await {
+        match self.proposer.propose(cmd, deadline).await {
             Ok(CommandResult::Activate(ActivateResult::Placed { placement: p, .. })) => {
                 if self.owned_here(&p) {
                     Ok(p.epoch)
@@ -1114,7 +1095,7 @@ impl Runtime {
             addr,
             actor_types,
         };
-        match self.proposer.propose(cmd).await {
+        match self.proposer.propose(cmd, background()).await {
             Ok(CommandResult::Register(raft_store::RegisterResult::Registered)) => Ok(()),
             Ok(other) => Err(RegisterError::Refused(format!("{other:?}"))),
             Err(e) => Err(RegisterError::Transient(e.to_string())),
@@ -1207,7 +1188,7 @@ pub(crate) async fn session_clock(rt: Weak<Runtime>) {
                 .as_millis()
                 .min(u64::MAX as u128) as u64,
         };
-        match rt.proposer.propose(cmd).await {
+        match rt.proposer.propose(cmd, background()).await {
             Ok(CommandResult::Session(SessionResult::Expired { count })) if count > 0 => {
                 tracing::info!(count, "client sessions expired");
             }
