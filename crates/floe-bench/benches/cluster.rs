@@ -9,26 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use floe::Placement;
-use floe::prelude::*;
+use floe::builtin::{Echo, Ping};
 use floe_testkit::Pki;
 use floe_testkit::cluster::{NodeSpec, addr, start_cluster_with};
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
-
-#[derive(Actor, Default)]
-#[actor(name = "bench.Echo", stateless, handles(Ping))]
-struct Echo;
-
-#[derive(Message, Serialize, Deserialize)]
-#[message(reply = u64)]
-struct Ping(u64);
-
-impl Handler<Ping> for Echo {
-    type Error = Never;
-    async fn handle(&mut self, Ping(n): Ping, _: &mut Context<Self>) -> Result<u64, Never> {
-        Ok(n)
-    }
-}
 
 fn pct(v: &mut [Duration], p: f64) -> Duration {
     v.sort();

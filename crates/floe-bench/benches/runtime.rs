@@ -11,10 +11,11 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use floe::RuntimeConfig;
+use floe::builtin::{Echo, Ping};
 use floe::prelude::*;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -40,21 +41,6 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static A: Counting = Counting;
-
-#[derive(Actor, Default)]
-#[actor(name = "bench.Echo", stateless, handles(Ping))]
-struct Echo;
-
-#[derive(Message, Serialize, Deserialize)]
-#[message(reply = u64)]
-struct Ping(u64);
-
-impl Handler<Ping> for Echo {
-    type Error = Never;
-    async fn handle(&mut self, Ping(n): Ping, _ctx: &mut Context<Self>) -> Result<u64, Never> {
-        Ok(n)
-    }
-}
 
 #[derive(Actor, Default, Serialize, Deserialize)]
 #[actor(name = "bench.Counter", handles(Add))]
@@ -108,34 +94,6 @@ where
     (pct(&mut lat, 0.5), pct(&mut lat, 0.99), rate)
 }
 
-async fn concurrent<F, Fut>(budget: Duration, inflight: usize, f: F) -> f64
-where
-    F: Fn(u64) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    let f = Arc::new(f);
-    let done = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..inflight as u64)
-        .map(|t| {
-            let (f, done, stop) = (f.clone(), done.clone(), stop.clone());
-            tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    f(t).await;
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
-    tokio::time::sleep(budget).await;
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await.expect("task");
-    }
-    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
-}
-
 async fn wait_idle(node: &Node) {
     let deadline = Instant::now() + Duration::from_secs(120);
     while node.activations() > 0 {
@@ -170,7 +128,7 @@ async fn run(budget: Duration, actors: u64) {
     .await;
     println!("| stateless call, 1 in flight | p50 {p50:.1?}, p99 {p99:.1?}, {rate:.0} calls/s |");
     let n = node.clone();
-    let rate = concurrent(budget, 64, move |t| {
+    let rate = floe_testkit::load::closed_loop(budget, 64, move |t| {
         let n = n.clone();
         async move {
             n.actor::<Echo>(format!("e{t}"))
@@ -193,7 +151,7 @@ async fn run(budget: Duration, actors: u64) {
         "| state-changing call (commit + fdatasync), 1 in flight | p50 {p50:.1?}, p99 {p99:.1?}, {rate:.0} calls/s |"
     );
     let n = node.clone();
-    let rate = concurrent(budget, 256, move |t| {
+    let rate = floe_testkit::load::closed_loop(budget, 256, move |t| {
         let n = n.clone();
         async move {
             n.actor::<Counter>(format!("c{t}"))
@@ -258,10 +216,7 @@ async fn run(budget: Duration, actors: u64) {
 }
 
 fn main() {
-    let secs = std::env::var("FLOE_BENCH_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
+    let budget = floe_testkit::load::bench_budget(3);
     let actors = std::env::var("FLOE_BENCH_ACTORS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -271,5 +226,5 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(run(Duration::from_secs(secs), actors));
+    rt.block_on(run(budget, actors));
 }

@@ -4,7 +4,6 @@
 //! `cargo bench -p floe-bench --bench transport` (`FLOE_BENCH_SECS`, default 3 s per case).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use floe_net::tls::{client_config, server_config};
@@ -63,26 +62,12 @@ async fn sequential(c: &Client, budget: Duration) -> (Duration, Duration, f64) {
 }
 
 async fn pipelined(c: &Client, inflight: usize, budget: Duration) -> f64 {
-    let done = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..inflight)
-        .map(|_| {
-            let (c, done, stop) = (c.clone(), done.clone(), stop.clone());
-            tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    c.call().await;
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
-    tokio::time::sleep(budget).await;
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await.expect("task");
-    }
-    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+    let c = c.clone();
+    floe_testkit::load::closed_loop(budget, inflight, move |_| {
+        let c = c.clone();
+        async move { c.call().await }
+    })
+    .await
 }
 
 /// A raw quinn echo server with the same TLS and transport settings as floe-net.
@@ -95,23 +80,7 @@ fn raw_server(tls: &TlsMaterial) -> quinn::Endpoint {
         "127.0.0.1:0".parse().expect("addr"),
     )
     .expect("raw server");
-    let accept = ep.clone();
-    tokio::spawn(async move {
-        while let Some(inc) = accept.accept().await {
-            tokio::spawn(async move {
-                let Ok(conn) = inc.await else { return };
-                while let Ok((mut send, mut recv)) = conn.accept_bi().await {
-                    tokio::spawn(async move {
-                        let Ok(data) = recv.read_to_end(1 << 16).await else {
-                            return;
-                        };
-                        let _ = send.write_all(&data).await;
-                        let _ = send.finish();
-                    });
-                }
-            });
-        }
-    });
+    floe_testkit::load::serve_echo(&ep);
     ep
 }
 
@@ -174,11 +143,7 @@ async fn run(budget: Duration) -> Vec<String> {
 }
 
 fn main() {
-    let secs: u64 = std::env::var("FLOE_BENCH_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
-    let budget = Duration::from_secs(secs);
+    let budget = floe_testkit::load::bench_budget(3);
     for (name, rt) in [
         (
             "multi-thread, 2 workers",

@@ -94,23 +94,7 @@ pub async fn echo_server(files: TlsFiles) -> Result<(), BenchError> {
         writeln!(out, "listening {addr}").map_err(|e| BenchError::io("stdout", e))?;
         out.flush().map_err(|e| BenchError::io("stdout", e))?;
     }
-    let accept = ep.clone();
-    tokio::spawn(async move {
-        while let Some(inc) = accept.accept().await {
-            tokio::spawn(async move {
-                let Ok(conn) = inc.await else { return };
-                while let Ok((mut send, mut recv)) = conn.accept_bi().await {
-                    tokio::spawn(async move {
-                        let Ok(data) = recv.read_to_end(1 << 16).await else {
-                            return;
-                        };
-                        let _ = send.write_all(&data).await;
-                        let _ = send.finish();
-                    });
-                }
-            });
-        }
-    });
+    floe_testkit::load::serve_echo(&ep);
     // Exit when the parent goes away (its end of our stdin closes).
     tokio::task::spawn_blocking(|| {
         let mut sink = Vec::new();

@@ -1,7 +1,8 @@
 //! Floe's test kit, for Floe's own tests and for applications built on it: certificates made
 //! on the fly ([`Pki`]), an in-process cluster of real nodes over real QUIC and sled
 //! ([`cluster`]), `floe node` processes ([`process`]), waiting on a condition ([`wait_until`]),
-//! test logging ([`init_tracing`]) and percentiles ([`percentile`]).
+//! test logging ([`init_tracing`]), percentiles ([`percentile`]) and load for benchmarks
+//! ([`load`]).
 //!
 //! Everything here panics on setup failures with a message that says what failed: it is meant
 //! for tests, where a failed setup is a failed test.
@@ -18,6 +19,7 @@
 //! ```
 
 pub mod cluster;
+pub mod load;
 mod pki;
 pub mod process;
 mod stats;

@@ -1,13 +1,13 @@
 //! Store benchmark: durable append throughput by entries per flush, with and without the extra
 //! fdatasync, and state-machine apply throughput.
 //!
-//! `cargo bench -p floe-raft-store --bench store` (set `FLOE_BENCH_SECS` to change the time per
+//! `cargo bench -p floe-bench --bench store` (set `FLOE_BENCH_SECS` to change the time per
 //! case, default 3). Prints a markdown table for BENCHMARKS.md.
 
 use std::time::{Duration, Instant};
 
-use openraft::storage::RaftLogStorage;
-use openraft::type_config::TypeConfigExt;
+use raft_store::types::openraft::storage::RaftLogStorage;
+use raft_store::types::openraft::type_config::TypeConfigExt;
 use raft_store::types::{Entry, EntryPayload, IOFlushed, TypeConfig};
 use raft_store::{ActorId, Command, Durability, StoreConfig, open};
 
@@ -25,7 +25,7 @@ fn commit(i: u64) -> Command {
 
 fn entry(index: u64, cmd: Command) -> Entry {
     Entry {
-        log_id: openraft::testing::log_id::<TypeConfig>(1, 1, index),
+        log_id: raft_store::types::openraft::testing::log_id::<TypeConfig>(1, 1, index),
         payload: EntryPayload::Normal(cmd),
     }
 }
@@ -134,11 +134,7 @@ fn raw_sled_case(fsync: bool, batch: u64, budget: Duration) -> (f64, Duration, D
 }
 
 fn main() {
-    let secs: u64 = std::env::var("FLOE_BENCH_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
-    let budget = Duration::from_secs(secs);
+    let budget = floe_testkit::load::bench_budget(3);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
