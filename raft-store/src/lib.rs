@@ -22,6 +22,8 @@ mod log_store;
 mod overlay;
 mod snapshot;
 mod state_machine;
+#[doc(hidden)]
+pub mod testing;
 mod trees;
 pub mod types;
 mod view;

@@ -464,21 +464,7 @@ mod tests {
     use crate::trees::REDO;
     use crate::{StoreConfig, open};
 
-    fn entry(index: u64, cmd: Command) -> Entry {
-        Entry {
-            log_id: openraft::testing::log_id::<TypeConfig>(1, 1, index),
-            payload: EntryPayload::Normal(cmd),
-        }
-    }
-
-    fn register(node: u64) -> Command {
-        Command::RegisterNode {
-            node,
-            incarnation: 1,
-            addr: format!("n{node}"),
-            actor_types: vec![],
-        }
-    }
+    use crate::testing::{entry, register};
 
     /// A crash after the redo record of a batch reached the log, before (some of) its changes
     /// did: reopening finishes the batch.

@@ -6,24 +6,10 @@ use std::path::Path;
 
 use openraft::storage::{RaftLogReader, RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::type_config::TypeConfigExt;
-use raft_store::types::{Entry, EntryPayload, IOFlushed, TypeConfig, Vote};
+use raft_store::types::{IOFlushed, TypeConfig, Vote};
 use raft_store::{ActorId, Command, StoreConfig, StoreError, open};
 
-fn entry(index: u64, cmd: Command) -> Entry {
-    Entry {
-        log_id: openraft::testing::log_id::<TypeConfig>(1, 1, index),
-        payload: EntryPayload::Normal(cmd),
-    }
-}
-
-fn register(node: u64) -> Command {
-    Command::RegisterNode {
-        node,
-        incarnation: 1,
-        addr: format!("n{node}"),
-        actor_types: vec![],
-    }
-}
+use raft_store::testing::{entry, register};
 
 /// Opens the raw sled database of a closed store and lets `f` damage it.
 fn damage(dir: &Path, f: impl FnOnce(&sled::Db)) {

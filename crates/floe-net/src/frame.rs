@@ -73,27 +73,19 @@ impl FrameStream {
     /// error, so the caller learns that nothing it can use came back.
     pub(crate) async fn send_answer(&mut self, answer: &Answer) -> Result<(), RpcError> {
         let too_large;
-        let mut body = answer.body();
-        if body.len() > self.max_frame {
+        let mut answer = answer;
+        if answer.body().len() > self.max_frame {
             too_large = Answer::error(WireError::new(
                 ErrorKind::TooLarge,
                 format!(
                     "the answer of {} bytes exceeds the frame limit of {}",
-                    body.len(),
+                    answer.body().len(),
                     self.max_frame
                 ),
             ));
-            body = too_large.body();
+            answer = &too_large;
         }
-        let len = u32::try_from(body.len()).map_err(|_| FrameError::TooLarge {
-            len: body.len(),
-            max: self.max_frame,
-        })?;
-        self.send
-            .write_all(&len.to_be_bytes())
-            .await
-            .map_err(lost)?;
-        self.send.write_all(body).await.map_err(lost)
+        self.send.write_all(answer.frame()).await.map_err(lost)
     }
 
     /// Split into halves.

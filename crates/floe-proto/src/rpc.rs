@@ -27,16 +27,22 @@ pub trait Rpc: Into<Request> + Clone + std::fmt::Debug + Send + 'static {
     }
 }
 
-/// The encoded body of an answer frame: `Result<R::Reply, WireError>` for the request `R` it
-/// answers. Built by [`Rpc::answer`] or [`Answer::error`], so it always matches its request.
+/// An encoded answer frame (length prefix and body): `Result<R::Reply, WireError>` for the
+/// request `R` it answers. Built by [`Rpc::answer`], [`Answer::of`] or [`Answer::error`], so it
+/// always matches its request; sent as it is, in one write.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Answer(Vec<u8>);
+pub struct Answer(bytes::Bytes);
+
+/// The frame of a value, with no limit but the length prefix's own.
+fn frame<T: Serialize>(value: &T) -> Result<bytes::Bytes, FrameError> {
+    codec::encode_frame(value, u32::MAX as usize)
+}
 
 impl Answer {
     /// The answer to a request of type `R` (for when the request was moved into its handler).
     pub fn of<R: Rpc>(reply: Result<R::Reply, WireError>) -> Self {
-        match codec::encode_body(&reply) {
-            Ok(body) => Self(body),
+        match frame(&reply) {
+            Ok(f) => Self(f),
             Err(e) => Self::error(WireError::new(
                 crate::ErrorKind::Internal,
                 format!("cannot encode the answer: {e}"),
@@ -50,17 +56,22 @@ impl Answer {
         let reply: Result<(), WireError> = Err(e);
         let plain: Result<(), WireError> =
             Err(WireError::new(crate::ErrorKind::Internal, String::new()));
-        // Only a message beyond the frame limit fails to encode; then the kind is kept apart
+        // Only a message beyond the encoder's limit fails to encode; then the kind is kept apart
         // from it, and an empty body (which the caller reads as malformed) is the last resort.
-        let body = codec::encode_body(&reply)
-            .or_else(|_| codec::encode_body(&plain))
-            .unwrap_or_default();
-        Self(body)
+        let f = frame(&reply)
+            .or_else(|_| frame(&plain))
+            .unwrap_or_else(|_| bytes::Bytes::from_static(&[0; codec::LEN_BYTES]));
+        Self(f)
+    }
+
+    /// The whole frame: length prefix and body.
+    pub fn frame(&self) -> &[u8] {
+        &self.0
     }
 
     /// The frame body.
     pub fn body(&self) -> &[u8] {
-        &self.0
+        &self.0[codec::LEN_BYTES..]
     }
 
     /// Decode as the answer to request type `R`.
@@ -68,7 +79,7 @@ impl Answer {
     /// # Errors
     /// [`FrameError::Malformed`] if the body is not a `Result<R::Reply, WireError>`.
     pub fn decode<R: Rpc>(&self) -> Result<Result<R::Reply, WireError>, FrameError> {
-        codec::decode_body(&self.0)
+        codec::decode_body(self.body())
     }
 }
 
