@@ -230,7 +230,9 @@ impl<'a> Nemesis<'a> {
             Duration::from_millis(rng.random_range((lo * scale) as u64..(hi * scale) as u64))
         };
         // Mixed scenarios go through every kind in a shuffled cycle, two at a time, so each
-        // kind is applied; a kind that could not be applied goes back to the front.
+        // kind is applied; a kind that could not be applied goes to the end of the cycle, after
+        // the kinds that have not had their turn (at the front it took turn after turn while
+        // the cluster could not take it, and a short run ended with a kind never applied).
         let mut queue: std::collections::VecDeque<Fault> = Default::default();
         loop {
             let healthy = ms(2000.0, 4000.0, &mut rng);
@@ -264,7 +266,7 @@ impl<'a> Nemesis<'a> {
                         on_change(&format!("{} {}", f.name(), iv.detail));
                         started.push(iv);
                     }
-                    None if n > 1 => queue.push_front(*f),
+                    None if n > 1 => queue.push_back(*f),
                     None => {}
                 }
             }
