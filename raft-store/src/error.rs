@@ -42,8 +42,8 @@ impl From<StoreError> for io::Error {
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     /// The configuration is invalid; fix it.
-    #[error("invalid store config: {0}")]
-    Config(String),
+    #[error(transparent)]
+    Config(#[from] floe_proto::ConfigError),
     /// The data directory could not be created or read.
     #[error("data directory {path}: {source}")]
     Dir {

@@ -73,22 +73,24 @@ impl Default for StoreConfig {
 }
 
 impl StoreConfig {
-    /// Check the settings; the error says which one is wrong.
-    pub fn validate(&self) -> Result<(), OpenError> {
-        if self.max_session_outcomes == 0 {
-            return Err(OpenError::Config(
-                "max_session_outcomes must be at least 1".into(),
-            ));
-        }
-        if self.max_sessions == 0 {
-            return Err(OpenError::Config("max_sessions must be at least 1".into()));
-        }
-        if self.cache_bytes < 1 << 20 {
-            return Err(OpenError::Config(
-                "cache_bytes must be at least 1 MiB".into(),
-            ));
-        }
-        Ok(())
+    /// Check the settings and hand them back.
+    ///
+    /// # Errors
+    /// [`floe_proto::ConfigError`] names the first setting that is wrong.
+    pub fn validate(self) -> Result<Self, floe_proto::ConfigError> {
+        let check = floe_proto::ConfigError::check;
+        check(
+            self.max_session_outcomes > 0,
+            "max_session_outcomes",
+            "must be at least 1",
+        )?;
+        check(self.max_sessions > 0, "max_sessions", "must be at least 1")?;
+        check(
+            self.cache_bytes >= 1 << 20,
+            "cache_bytes",
+            "must be at least 1 MiB",
+        )?;
+        Ok(self)
     }
 }
 
@@ -133,7 +135,7 @@ pub fn open(
     dir: impl AsRef<Path>,
     config: &StoreConfig,
 ) -> Result<(LogStore, StateMachine), OpenError> {
-    config.validate()?;
+    let config = config.clone().validate()?;
     let dir = dir.as_ref();
     let dir_err = |source| OpenError::Dir {
         path: dir.to_path_buf(),
@@ -161,4 +163,22 @@ pub fn open(
     };
     let sm = StateMachine::open(&db, snapshots, syncer()?, limits)?;
     Ok((log, sm))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_refuses_a_wrong_setting_and_names_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let small = StoreConfig::default().cache_bytes(1024);
+        match open(dir.path(), &small) {
+            Err(OpenError::Config(e)) => assert_eq!(e.setting, "cache_bytes"),
+            Err(other) => panic!("wrong error: {other}"),
+            Ok(_) => panic!("a 1 KiB cache was accepted"),
+        }
+        let none = StoreConfig::default().max_sessions(0);
+        assert_eq!(none.validate().map_err(|e| e.setting), Err("max_sessions"));
+    }
 }

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use floe::retry::Backoff;
 use floe::session::SessionTracker;
 use floe::{Actor, ActorId, CallError, CallFailure, Handler, Message, NodeId, RequestId};
-use floe_net::{RpcError, Target, TlsMaterial, Transport, TransportConfig};
+use floe_net::{ConfigError, RpcError, Target, TlsMaterial, Transport, TransportConfig};
 use floe_proto::{Action, CallReply, CallRequest, Members, NodeHint, OpenSession};
 
 /// Settings of a [`Client`]: [`ClientConfig::new`] and the setters of the same names as the
@@ -88,14 +88,59 @@ impl ClientConfig {
             transport: TransportConfig::default(),
         }
     }
+
+    /// Check the settings and hand them back.
+    ///
+    /// # Errors
+    /// [`ConfigError`] names the first setting that is wrong.
+    pub fn validate(mut self) -> Result<Self, ConfigError> {
+        let check = ConfigError::check;
+        check(
+            !self.seeds.is_empty(),
+            "seeds",
+            "needs at least one address",
+        )?;
+        check(
+            !self.call_timeout.is_zero(),
+            "call_timeout",
+            "must be positive",
+        )?;
+        check(
+            !self.attempt_timeout.is_zero(),
+            "attempt_timeout",
+            "must be positive",
+        )?;
+        check(
+            !self.backoff_min.is_zero(),
+            "backoff_min",
+            "must be positive",
+        )?;
+        check(
+            self.backoff_min <= self.backoff_max,
+            "backoff_max",
+            "must be at least backoff_min",
+        )?;
+        check(
+            !self.hedge_after.is_zero(),
+            "hedge_after",
+            "must be positive",
+        )?;
+        check(
+            !self.retry_window.is_zero(),
+            "retry_window",
+            "must be positive",
+        )?;
+        self.transport = self.transport.validate()?;
+        Ok(self)
+    }
 }
 
 /// Why a client could not be created.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    /// No seed address was given.
-    #[error("no seed addresses")]
-    NoSeeds,
+    /// A setting is wrong (no seeds, a zero timeout): fix the one named.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// The local endpoint could not be created (bad TLS material, socket).
     #[error(transparent)]
     Bind(#[from] floe_net::BindError),
@@ -139,11 +184,9 @@ impl Client {
     /// Create the client and check that a seed answers.
     ///
     /// # Errors
-    /// [`ConnectError`]: no seeds, unusable TLS material, or no seed reachable.
+    /// [`ConnectError`]: a wrong setting, unusable TLS material, or no seed reachable.
     pub async fn connect(config: ClientConfig) -> Result<Self, ConnectError> {
-        if config.seeds.is_empty() {
-            return Err(ConnectError::NoSeeds);
-        }
+        let config = config.validate()?;
         let mut tc = config.transport.clone();
         if tc.listen.port() != 0 {
             tc.listen.set_port(0);
@@ -637,6 +680,33 @@ impl<A: Actor> ClientActorRef<A> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn validate_names_the_wrong_setting() {
+        let ca = floe_net::certs::CertificateAuthority::create("t").expect("ca");
+        let me = ca.issue_client("app").expect("client");
+        let tls = TlsMaterial::from_pem(
+            ca.cert_pem().as_bytes(),
+            me.cert_pem.as_bytes(),
+            me.key_pem.as_bytes(),
+        )
+        .expect("material");
+        let seed: SocketAddr = "127.0.0.1:1".parse().expect("addr");
+        let ok = ClientConfig::new(vec![seed], tls.clone());
+        assert!(ok.clone().validate().is_ok());
+        let wrong = |c: ClientConfig| c.validate().expect_err("a setting is wrong").setting;
+        assert_eq!(wrong(ClientConfig::new(vec![], tls)), "seeds");
+        assert_eq!(
+            wrong(ok.clone().attempt_timeout(Duration::ZERO)),
+            "attempt_timeout"
+        );
+        assert_eq!(
+            wrong(ok.clone().backoff_min(Duration::from_secs(2))),
+            "backoff_max"
+        );
+        let transport = TransportConfig::default().keep_alive(Duration::from_secs(3600));
+        assert_eq!(wrong(ok.transport(transport)), "keep_alive");
+    }
 
     #[test]
     fn after_an_ambiguous_attempt_no_failure_is_definite() {

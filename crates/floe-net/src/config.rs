@@ -104,50 +104,72 @@ impl Default for TransportConfig {
     }
 }
 
-/// A setting of [`TransportConfig`] is out of range.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid transport config: {0}")]
-pub struct ConfigError(pub String);
+pub use floe_proto::ConfigError;
 
 impl TransportConfig {
-    /// Check the settings; the error names the wrong one.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |s: &str| Err(ConfigError(s.to_string()));
-        if self.request_timeout.is_zero() || self.connect_timeout.is_zero() {
-            return bad("request_timeout and connect_timeout must be positive");
-        }
-        if self.keep_alive >= self.idle_timeout {
-            return bad("keep_alive must be shorter than idle_timeout");
-        }
-        if self.max_frame < 1024 || self.max_frame > u32::MAX as usize {
-            return bad("max_frame must be between 1 KiB and 4 GiB");
-        }
-        if self.max_frame > DEFAULT_MAX_FRAME {
-            return bad("max_frame above 16 MiB is not supported by the codec");
-        }
-        if self.max_snapshot_bytes < 1024 {
-            return bad("max_snapshot_bytes must be at least 1 KiB");
-        }
-        if self.max_streams == 0 {
-            return bad("max_streams must be at least 1");
-        }
-        if self.conn_buffer_bytes < self.max_frame {
-            return bad("conn_buffer_bytes must be at least max_frame");
-        }
-        if self.node_buffer_bytes < self.conn_buffer_bytes {
-            return bad("node_buffer_bytes must be at least conn_buffer_bytes");
-        }
-        if self.stream_receive_window < 1024
-            || self.conn_receive_window < self.stream_receive_window
-        {
-            return bad(
-                "stream_receive_window must be at least 1 KiB and conn_receive_window at least stream_receive_window",
-            );
-        }
-        if self.backoff_min.is_zero() || self.backoff_min > self.backoff_max {
-            return bad("backoff_min must be positive and at most backoff_max");
-        }
-        Ok(())
+    /// Check the settings and hand them back.
+    ///
+    /// # Errors
+    /// [`ConfigError`] names the first setting that is wrong.
+    pub fn validate(self) -> Result<Self, ConfigError> {
+        let check = ConfigError::check;
+        check(
+            !self.request_timeout.is_zero(),
+            "request_timeout",
+            "must be positive",
+        )?;
+        check(
+            !self.connect_timeout.is_zero(),
+            "connect_timeout",
+            "must be positive",
+        )?;
+        check(
+            self.keep_alive < self.idle_timeout,
+            "keep_alive",
+            "must be shorter than idle_timeout",
+        )?;
+        check(
+            (1024..=DEFAULT_MAX_FRAME).contains(&self.max_frame),
+            "max_frame",
+            "must be between 1 KiB and 16 MiB (the codec's limit)",
+        )?;
+        check(
+            self.max_snapshot_bytes >= 1024,
+            "max_snapshot_bytes",
+            "must be at least 1 KiB",
+        )?;
+        check(self.max_streams > 0, "max_streams", "must be at least 1")?;
+        check(
+            self.conn_buffer_bytes >= self.max_frame,
+            "conn_buffer_bytes",
+            "must be at least max_frame",
+        )?;
+        check(
+            self.node_buffer_bytes >= self.conn_buffer_bytes,
+            "node_buffer_bytes",
+            "must be at least conn_buffer_bytes",
+        )?;
+        check(
+            self.stream_receive_window >= 1024,
+            "stream_receive_window",
+            "must be at least 1 KiB",
+        )?;
+        check(
+            self.conn_receive_window >= self.stream_receive_window,
+            "conn_receive_window",
+            "must be at least stream_receive_window",
+        )?;
+        check(
+            !self.backoff_min.is_zero(),
+            "backoff_min",
+            "must be positive",
+        )?;
+        check(
+            self.backoff_min <= self.backoff_max,
+            "backoff_max",
+            "must be at least backoff_min",
+        )?;
+        Ok(self)
     }
 }
 
@@ -155,24 +177,35 @@ impl TransportConfig {
 mod tests {
     use super::*;
 
+    fn wrong(c: TransportConfig) -> &'static str {
+        c.validate()
+            .expect_err("the setting is out of range")
+            .setting
+    }
+
     #[test]
     fn buffer_budgets_must_fit_a_maximal_frame() {
         let ok = TransportConfig::default();
-        assert_eq!(ok.validate(), Ok(()));
+        assert_eq!(ok.clone().validate(), Ok(ok.clone()));
         let small_conn = TransportConfig {
             conn_buffer_bytes: ok.max_frame - 1,
             ..ok.clone()
         };
-        assert!(small_conn.validate().is_err());
+        assert_eq!(wrong(small_conn), "conn_buffer_bytes");
         let small_node = TransportConfig {
             node_buffer_bytes: ok.conn_buffer_bytes - 1,
             ..ok.clone()
         };
-        assert!(small_node.validate().is_err());
+        assert_eq!(wrong(small_node), "node_buffer_bytes");
         let windows = TransportConfig {
             conn_receive_window: ok.stream_receive_window - 1,
+            ..ok.clone()
+        };
+        assert_eq!(wrong(windows), "conn_receive_window");
+        let frame = TransportConfig {
+            max_frame: DEFAULT_MAX_FRAME + 1,
             ..ok
         };
-        assert!(windows.validate().is_err());
+        assert_eq!(wrong(frame), "max_frame");
     }
 }

@@ -141,7 +141,7 @@ impl Transport {
         socket: Arc<dyn AsyncUdpSocket>,
         runtime: Arc<dyn Runtime>,
     ) -> Result<Self, BindError> {
-        config.validate()?;
+        let config = config.validate()?;
         let transport = quic_transport(&config);
         let server = if tls.role.is_node() {
             let crypto = QuicServerConfig::try_from(server_config(tls)?)

@@ -14,6 +14,7 @@
 
 pub mod codec;
 pub mod command;
+mod config;
 mod error;
 #[cfg(feature = "raft")]
 pub mod raft;
@@ -22,5 +23,6 @@ pub mod setters;
 
 pub use codec::FrameError;
 pub use command::*;
+pub use config::ConfigError;
 pub use error::*;
 pub use rpc::*;

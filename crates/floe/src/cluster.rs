@@ -8,6 +8,7 @@ use floe_net::{TlsMaterial, TransportConfig};
 use raft_store::types::{NodeId, Raft, WatchReceiver};
 use raft_store::{NodeRecord, StateView};
 
+use crate::config::ConfigError;
 use crate::placement::Placement;
 
 /// How a node takes part in a cluster: [`ClusterConfig::new`] and the setters of the same names
@@ -66,6 +67,33 @@ impl ClusterConfig {
             placement: Placement::default(),
             startup_timeout: Duration::from_secs(60),
         }
+    }
+
+    /// Check the settings and hand them back.
+    ///
+    /// # Errors
+    /// [`ConfigError`] names the first setting that is wrong; a wrong transport setting is
+    /// named as the transport names it.
+    pub fn validate(mut self) -> Result<Self, ConfigError> {
+        let check = ConfigError::check;
+        self.transport = self.transport.validate()?;
+        check(
+            self.node_timeout >= Duration::from_millis(10),
+            "node_timeout",
+            "must be at least 10 ms",
+        )?;
+        check(
+            !self.startup_timeout.is_zero(),
+            "startup_timeout",
+            "must be positive",
+        )?;
+        let ids: BTreeSet<NodeId> = self.bootstrap.iter().map(|(id, _)| *id).collect();
+        check(
+            ids.len() == self.bootstrap.len(),
+            "bootstrap",
+            "names a node id twice",
+        )?;
+        Ok(self)
     }
 }
 
@@ -146,5 +174,41 @@ pub(crate) async fn cluster_view(raft: &Raft, view: &StateView) -> ClusterView {
         term: m.current_term,
         last_applied: m.last_applied.map(|l| l.index),
         members,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use floe_net::certs::CertificateAuthority;
+
+    fn config() -> ClusterConfig {
+        let ca = CertificateAuthority::create("t").expect("ca");
+        let node = ca.issue_node(1, &[]).expect("node");
+        let tls = TlsMaterial::from_pem(
+            ca.cert_pem().as_bytes(),
+            node.cert_pem.as_bytes(),
+            node.key_pem.as_bytes(),
+        )
+        .expect("material");
+        ClusterConfig::new("127.0.0.1:0".parse().expect("addr"), tls)
+    }
+
+    fn wrong(c: ClusterConfig) -> &'static str {
+        c.validate().expect_err("a setting is wrong").setting
+    }
+
+    #[test]
+    fn validate_names_the_wrong_setting_of_the_cluster_or_its_transport() {
+        assert!(config().validate().is_ok());
+        assert_eq!(wrong(config().node_timeout(Duration::ZERO)), "node_timeout");
+        assert_eq!(
+            wrong(config().startup_timeout(Duration::ZERO)),
+            "startup_timeout"
+        );
+        let twice = vec![(1, String::new()), (2, "b:1".into()), (1, "c:1".into())];
+        assert_eq!(wrong(config().bootstrap(twice)), "bootstrap");
+        let transport = TransportConfig::default().max_streams(0);
+        assert_eq!(wrong(config().transport(transport)), "max_streams");
     }
 }

@@ -1,26 +1,8 @@
-//! Settings of a node's actor runtime, and the error for a setting that is wrong.
+//! Settings of a node's actor runtime.
 
 use std::time::Duration;
 
-/// A setting that cannot be used: fix the one it names.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid configuration: {setting}: {problem}")]
-pub struct ConfigError {
-    /// The setting.
-    pub setting: &'static str,
-    /// What is wrong with it.
-    pub problem: String,
-}
-
-impl ConfigError {
-    /// `setting` is wrong because of `problem`.
-    pub fn new(setting: &'static str, problem: impl Into<String>) -> Self {
-        Self {
-            setting,
-            problem: problem.into(),
-        }
-    }
-}
+pub use floe_proto::ConfigError;
 
 /// Settings of the actor runtime. Build it from `Default` and the setters of the same names as
 /// the fields: `RuntimeConfig::default().call_timeout(Duration::from_secs(5))`.
@@ -105,27 +87,43 @@ impl Default for RuntimeConfig {
 }
 
 impl RuntimeConfig {
-    /// Check the settings.
+    /// Check the settings and hand them back.
     ///
     /// # Errors
     /// [`ConfigError`] names the first setting that is wrong.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |setting: &'static str, problem: &str| Err(ConfigError::new(setting, problem));
-        if self.mailbox_capacity == 0 {
-            return bad("mailbox_capacity", "must be at least 1");
-        }
-        if self.idle_timeout < Duration::from_millis(10) {
-            return bad("idle_timeout", "must be at least 10 ms");
-        }
-        if self.call_timeout.is_zero() {
-            return bad("call_timeout", "must be positive");
-        }
-        if self.max_batch == 0 || self.max_inflight_batches == 0 {
-            return bad(
-                "max_batch",
-                "max_batch and max_inflight_batches must be at least 1",
-            );
-        }
+    pub fn validate(self) -> Result<Self, ConfigError> {
+        let check = ConfigError::check;
+        check(
+            self.mailbox_capacity > 0,
+            "mailbox_capacity",
+            "must be at least 1",
+        )?;
+        check(
+            self.idle_timeout >= Duration::from_millis(10),
+            "idle_timeout",
+            "must be at least 10 ms",
+        )?;
+        check(
+            !self.call_timeout.is_zero(),
+            "call_timeout",
+            "must be positive",
+        )?;
+        check(self.max_batch > 0, "max_batch", "must be at least 1")?;
+        check(
+            self.max_inflight_batches > 0,
+            "max_inflight_batches",
+            "must be at least 1",
+        )?;
+        check(
+            self.max_state_bytes > 0,
+            "max_state_bytes",
+            "must be positive",
+        )?;
+        check(
+            self.max_message_bytes > 0,
+            "max_message_bytes",
+            "must be positive",
+        )?;
         // Every Raft entry must fit in one replication frame: one commit carries a state and a
         // reply, one batch carries at most max_batch_bytes.
         let entry = floe_net::MAX_ENTRY_BYTES;
@@ -141,20 +139,18 @@ impl RuntimeConfig {
                 format!("must be between 1 and {entry}"),
             ));
         }
-        if self.max_state_bytes == 0 || self.max_message_bytes == 0 {
-            return bad(
-                "max_state_bytes",
-                "max_state_bytes and max_message_bytes must be positive",
-            );
-        }
         // A remote call may wait up to six call timeouts; a session must outlive it.
-        if self.session_idle_timeout <= self.call_timeout * 6 {
-            return bad("session_idle_timeout", "must exceed six call timeouts");
-        }
-        if self.retry_window >= self.session_idle_timeout {
-            return bad("retry_window", "must be shorter than session_idle_timeout");
-        }
-        Ok(())
+        check(
+            self.session_idle_timeout > self.call_timeout * 6,
+            "session_idle_timeout",
+            "must exceed six call timeouts",
+        )?;
+        check(
+            self.retry_window < self.session_idle_timeout,
+            "retry_window",
+            "must be shorter than session_idle_timeout",
+        )?;
+        Ok(self)
     }
 }
 
@@ -164,7 +160,10 @@ mod tests {
 
     #[test]
     fn the_default_is_valid_and_a_wrong_setting_is_named() {
-        assert_eq!(RuntimeConfig::default().validate(), Ok(()));
+        assert_eq!(
+            RuntimeConfig::default().validate(),
+            Ok(RuntimeConfig::default())
+        );
         let zero = RuntimeConfig {
             mailbox_capacity: 0,
             ..RuntimeConfig::default()

@@ -144,8 +144,10 @@ impl NodeBuilder {
     ///
     /// # Errors
     /// [`BuildError`] says which part failed.
-    pub async fn build(self) -> Result<Node, BuildError> {
-        self.runtime.validate()?;
+    pub async fn build(mut self) -> Result<Node, BuildError> {
+        self.runtime = self.runtime.validate()?;
+        self.store = self.store.validate()?;
+        self.cluster = self.cluster.map(ClusterConfig::validate).transpose()?;
         if let Some(name) = self.duplicate {
             return Err(BuildError::DuplicateActor(name));
         }
