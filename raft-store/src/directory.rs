@@ -27,8 +27,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::command::{
-    ActivateResult, ActorId, ActorState, Command, CommandResult, CommitResult, NodeDownResult,
-    NodeRecord, Outcome, Placement, RegisterResult, ReleaseResult, RequestId, SessionResult,
+    ActivateResult, ActorId, ActorState, Command, CommandResult, CommitResult, NewSession,
+    NodeDownResult, NodeRecord, Outcome, Placement, RegisterResult, ReleaseResult, RequestId,
+    SessionsExpired,
 };
 use crate::types::NodeId;
 
@@ -276,7 +277,7 @@ pub fn apply_command<T: Tables>(
         }
         Command::OpenSession { owner } => open_session(tables, owner, limits),
         Command::ExpireSessions { now_ms, idle_ms } => {
-            expire_sessions(tables, *now_ms, *idle_ms).map(CommandResult::Session)
+            expire_sessions(tables, *now_ms, *idle_ms).map(CommandResult::SessionsExpired)
         }
     }
 }
@@ -501,16 +502,14 @@ fn open_session<T: Tables>(
             outcomes: 0,
         },
     )?;
-    Ok(CommandResult::Session(SessionResult::Opened {
-        session: id,
-    }))
+    Ok(CommandResult::NewSession(NewSession { session: id }))
 }
 
 fn expire_sessions<T: Tables>(
     tables: &mut T,
     now_ms: u64,
     idle_ms: u64,
-) -> Result<SessionResult, T::Error> {
+) -> Result<SessionsExpired, T::Error> {
     let mut clock = tables.clock()?;
     let first_tick = clock.now_ms == 0 && now_ms > 0;
     clock.now_ms = clock.now_ms.max(now_ms);
@@ -533,7 +532,7 @@ fn expire_sessions<T: Tables>(
         clock.open = clock.open.saturating_sub(1);
     }
     tables.put_clock(&clock)?;
-    Ok(SessionResult::Expired {
+    Ok(SessionsExpired {
         count: idle.len() as u64,
     })
 }
@@ -682,7 +681,7 @@ mod tests {
                 owner: "test".into(),
             },
         ) {
-            CommandResult::Session(SessionResult::Opened { session }) => session,
+            CommandResult::NewSession(NewSession { session }) => session,
             other => panic!("open session: {other:?}"),
         }
     }
@@ -960,14 +959,14 @@ mod tests {
         };
         assert_eq!(
             run(&mut t, tick(1_400)),
-            CommandResult::Session(SessionResult::Expired { count: 0 })
+            CommandResult::SessionsExpired(SessionsExpired { count: 0 })
         );
         // The clock never goes back.
         run(&mut t, tick(10));
         assert_eq!(t.clock.now_ms, 1_400);
         assert_eq!(
             run(&mut t, tick(1_600)),
-            CommandResult::Session(SessionResult::Expired { count: 1 })
+            CommandResult::SessionsExpired(SessionsExpired { count: 1 })
         );
         assert!(t.outcomes.is_empty());
         assert_eq!(t.clock.open, 0);
@@ -1004,7 +1003,7 @@ mod tests {
         };
         assert_eq!(
             run(&mut t, tick(now)),
-            CommandResult::Session(SessionResult::Expired { count: 0 })
+            CommandResult::SessionsExpired(SessionsExpired { count: 0 })
         );
         // Its outcome is still there for a retry.
         assert!(matches!(
@@ -1014,11 +1013,11 @@ mod tests {
         // Idle for an hour after that tick: expired.
         assert_eq!(
             run(&mut t, tick(now + hour - 1)),
-            CommandResult::Session(SessionResult::Expired { count: 0 })
+            CommandResult::SessionsExpired(SessionsExpired { count: 0 })
         );
         assert_eq!(
             run(&mut t, tick(now + hour + 1)),
-            CommandResult::Session(SessionResult::Expired { count: 1 })
+            CommandResult::SessionsExpired(SessionsExpired { count: 1 })
         );
     }
 

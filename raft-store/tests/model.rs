@@ -9,8 +9,9 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 use raft_store::types::{Entry, EntryPayload, TypeConfig};
 use raft_store::{
-    ActivateResult, ActorId, ActorState, Command, CommandResult, CommitResult, NodeDownResult,
-    Outcome, Placement, RegisterResult, ReleaseResult, RequestId, SessionResult, StoreConfig, open,
+    ActivateResult, ActorId, ActorState, Command, CommandResult, CommitResult, NewSession,
+    NodeDownResult, Outcome, Placement, RegisterResult, ReleaseResult, RequestId, SessionsExpired,
+    StoreConfig, open,
 };
 
 const MAX_OUTCOMES: u64 = 3;
@@ -188,7 +189,7 @@ impl Model {
                 let id = self.next_session.max(1);
                 self.next_session = id + 1;
                 self.sessions.insert(id, (0, self.now));
-                CommandResult::Session(SessionResult::Opened { session: id })
+                CommandResult::NewSession(NewSession { session: id })
             }
             Command::ExpireSessions { now_ms, idle_ms } => {
                 // Activity before the clock was ever set counts as activity at its first value.
@@ -209,7 +210,7 @@ impl Model {
                     self.sessions.remove(id);
                     self.outcomes.retain(|r, _| r.session != *id);
                 }
-                CommandResult::Session(SessionResult::Expired {
+                CommandResult::SessionsExpired(SessionsExpired {
                     count: idle.len() as u64,
                 })
             }

@@ -349,19 +349,18 @@ pub enum CommitResult {
     },
 }
 
-/// Result of [`Command::OpenSession`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SessionResult {
-    /// The new session's id (never reused).
-    Opened {
-        /// The session id.
-        session: u64,
-    },
-    /// Sessions were expired.
-    Expired {
-        /// How many.
-        count: u64,
-    },
+/// Result of [`Command::OpenSession`]: the new session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewSession {
+    /// The session id (never reused).
+    pub session: u64,
+}
+
+/// Result of [`Command::ExpireSessions`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionsExpired {
+    /// How many sessions expired.
+    pub count: u64,
 }
 
 /// Result of [`Command::Release`].
@@ -388,10 +387,70 @@ pub enum CommandResult {
     Commit(CommitResult),
     /// See [`ReleaseResult`].
     Release(ReleaseResult),
-    /// See [`SessionResult`].
-    Session(SessionResult),
+    /// See [`NewSession`].
+    NewSession(NewSession),
+    /// See [`SessionsExpired`].
+    SessionsExpired(SessionsExpired),
     /// One result per command of a [`Command::Batch`], in order.
     Batch(Vec<CommandResult>),
     /// The command is malformed (for example a nested batch) and was not applied.
     Invalid(String),
+}
+
+/// The result type of one kind of command, taken out of the [`CommandResult`] its entry gave.
+///
+/// A proposer names the type it expects (`ActivateResult` for [`Command::Activate`]) and gets
+/// either that or the whole [`CommandResult`] back, so the one place that can meet a result of
+/// another kind is the generic conversion, not every caller.
+pub trait CommandOutput: Sized {
+    /// `Ok` with the result if `result` is of this kind; otherwise `result` itself.
+    ///
+    /// # Errors
+    /// The result unchanged when it is of another kind.
+    fn take(result: CommandResult) -> Result<Self, CommandResult>;
+}
+
+macro_rules! command_output {
+    ($($variant:ident($ty:ty)),* $(,)?) => {
+        $(
+            impl CommandOutput for $ty {
+                fn take(result: CommandResult) -> Result<Self, CommandResult> {
+                    match result {
+                        CommandResult::$variant(r) => Ok(r),
+                        other => Err(other),
+                    }
+                }
+            }
+        )*
+    };
+}
+
+command_output!(
+    Register(RegisterResult),
+    NodeDown(NodeDownResult),
+    Activate(ActivateResult),
+    Commit(CommitResult),
+    Release(ReleaseResult),
+    NewSession(NewSession),
+    SessionsExpired(SessionsExpired),
+    Batch(Vec<CommandResult>),
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_result_comes_out_as_its_own_kind_only() {
+        let opened = CommandResult::NewSession(NewSession { session: 7 });
+        assert_eq!(
+            NewSession::take(opened.clone()),
+            Ok(NewSession { session: 7 })
+        );
+        assert_eq!(SessionsExpired::take(opened.clone()), Err(opened));
+        let released = CommandResult::Release(ReleaseResult::Released);
+        assert_eq!(ReleaseResult::take(released), Ok(ReleaseResult::Released));
+        let invalid = CommandResult::Invalid("nested batch".into());
+        assert_eq!(CommitResult::take(invalid.clone()), Err(invalid));
+    }
 }

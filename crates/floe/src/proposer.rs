@@ -20,7 +20,7 @@ use floe_proto::{
 use raft_store::types::openraft::ReadPolicy;
 use raft_store::types::openraft::error::ForwardToLeader;
 use raft_store::types::{NodeId, Raft, TypeConfig, WatchReceiver};
-use raft_store::{Command, CommandResult};
+use raft_store::{Command, CommandOutput, CommandResult};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::error::CallFailure;
@@ -35,6 +35,9 @@ pub enum ProposeError {
     /// Raft failed or is shutting down; the command may or may not be committed.
     #[error("proposal outcome unknown: {0}")]
     Unknown(String),
+    /// The directory refused the command as malformed and did not apply it: do not retry it.
+    #[error("command refused: {0}")]
+    Invalid(String),
 }
 
 /// Who waits for a command's result, and until when.
@@ -73,8 +76,17 @@ impl Proposer {
     }
 
     /// Propose `cmd` and wait until it is committed and applied (on this node too), at most
-    /// until `deadline`: the leader is looked for and the result awaited within it.
-    pub(crate) async fn propose(
+    /// until `deadline`: the leader is looked for and the result awaited within it. `R` is the
+    /// result type of `cmd`'s kind (`ActivateResult` for `Command::Activate`).
+    pub(crate) async fn propose<R: CommandOutput>(
+        &self,
+        cmd: Command,
+        deadline: Instant,
+    ) -> Result<R, ProposeError> {
+        typed(self.propose_any(cmd, deadline).await)
+    }
+
+    async fn propose_any(
         &self,
         cmd: Command,
         deadline: Instant,
@@ -92,6 +104,19 @@ impl Proposer {
             Ok(Err(_)) => Err(ProposeError::Unknown("proposer dropped the command".into())),
             Ok(Ok(r)) => r,
         }
+    }
+}
+
+/// The result of one command as the type its kind gives. A result of another kind means the
+/// entry applied as something else than the caller knows, so its outcome is unknown.
+fn typed<R: CommandOutput>(result: Result<CommandResult, ProposeError>) -> Result<R, ProposeError> {
+    match result? {
+        CommandResult::Invalid(why) => Err(ProposeError::Invalid(why)),
+        other => R::take(other).map_err(|other| {
+            ProposeError::Unknown(format!(
+                "the directory answered {other:?}, which is not a result of this command"
+            ))
+        }),
     }
 }
 
@@ -354,14 +379,17 @@ async fn propose_batch(
         .unwrap_or_else(|| Instant::now() + BACKGROUND_DEADLINE);
     let replies: Vec<_> = waiters.into_iter().map(|(_, r)| r).collect();
     let n = cmds.len();
-    match submit(raft, forward, Command::Batch(cmds), deadline).await {
-        Ok(CommandResult::Batch(results)) if results.len() == n => {
+    match typed::<Vec<CommandResult>>(submit(raft, forward, Command::Batch(cmds), deadline).await) {
+        Ok(results) if results.len() == n => {
             for (reply, r) in replies.into_iter().zip(results) {
                 let _ = reply.send(Ok(r));
             }
         }
-        Ok(other) => {
-            let e = ProposeError::Unknown(format!("batch of {n} answered with {other:?}"));
+        Ok(results) => {
+            let e = ProposeError::Unknown(format!(
+                "a batch of {n} commands gave {} results",
+                results.len()
+            ));
             for reply in replies {
                 let _ = reply.send(Err(e.clone()));
             }
@@ -377,7 +405,28 @@ async fn propose_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use raft_store::{ActorId, Outcome};
+    use raft_store::{ActivateResult, ActorId, CommitResult, Outcome, ReleaseResult};
+
+    #[test]
+    fn a_result_of_another_kind_is_an_unknown_outcome_and_invalid_is_not_applied() {
+        let released = Ok(CommandResult::Release(ReleaseResult::Released));
+        assert_eq!(
+            typed::<ReleaseResult>(released.clone()),
+            Ok(ReleaseResult::Released)
+        );
+        assert!(matches!(
+            typed::<CommitResult>(released),
+            Err(ProposeError::Unknown(_))
+        ));
+        assert_eq!(
+            typed::<ActivateResult>(Ok(CommandResult::Invalid("nested".into()))),
+            Err(ProposeError::Invalid("nested".into()))
+        );
+        assert_eq!(
+            typed::<CommitResult>(Err(ProposeError::NotLeader(Some(2)))),
+            Err(ProposeError::NotLeader(Some(2)))
+        );
+    }
 
     fn commit(bytes: usize) -> (Command, ()) {
         let cmd = Command::Commit {

@@ -7,7 +7,7 @@ use std::time::Instant;
 use floe_proto::{AddNode, ErrorKind, Initialize, MemberInfo, RemoveNode, WireError};
 use raft_store::types::openraft::ChangeMembers;
 use raft_store::types::{NodeId, NodeInfo, NodeRole, Raft, WatchReceiver};
-use raft_store::{Command, NodeRecord};
+use raft_store::{Command, NodeDownResult, NodeRecord};
 
 use crate::link::hint;
 use crate::proposer::BACKGROUND_DEADLINE;
@@ -164,7 +164,7 @@ impl Admin {
         {
             let _ = rt
                 .proposer
-                .propose(
+                .propose::<NodeDownResult>(
                     Command::NodeDown {
                         node,
                         incarnation: rec.incarnation,

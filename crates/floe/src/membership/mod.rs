@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use floe_net::{RpcError, Target, Transport};
 use floe_proto::{AddNode, ErrorKind, WireError};
-use raft_store::Command;
 use raft_store::types::openraft::ServerState;
 use raft_store::types::{NodeId, WatchReceiver};
+use raft_store::{Command, NodeDownResult};
 
 use crate::proposer::BACKGROUND_DEADLINE;
 use crate::runtime::Runtime;
@@ -139,7 +139,7 @@ pub(crate) async fn failure_detector(rt: Weak<Runtime>, timeout: Duration) {
             };
             if let Err(e) = rt
                 .proposer
-                .propose(cmd, Instant::now() + BACKGROUND_DEADLINE)
+                .propose::<NodeDownResult>(cmd, Instant::now() + BACKGROUND_DEADLINE)
                 .await
             {
                 tracing::warn!(node = d.node, error = %e, "NodeDown not committed; will retry");

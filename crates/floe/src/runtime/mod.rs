@@ -25,7 +25,8 @@ use futures::future::BoxFuture;
 use raft_store::directory::RequestStatus;
 use raft_store::types::{NodeId, Raft, WatchReceiver};
 use raft_store::{
-    ActivateResult, ActorId, Command, CommandResult, Outcome, RequestId, SessionResult, StateView,
+    ActivateResult, ActorId, Command, NewSession, Outcome, RegisterResult, ReleaseResult,
+    RequestId, SessionsExpired, StateView,
 };
 use tokio::sync::{OnceCell, Semaphore};
 
@@ -34,7 +35,7 @@ use crate::actor::{Actor, DispatchError};
 use crate::call::{Caller, RawCall};
 use crate::config::RuntimeConfig;
 use crate::error::CallFailure;
-use crate::proposer::{BACKGROUND_DEADLINE, Proposer};
+use crate::proposer::{BACKGROUND_DEADLINE, ProposeError, Proposer};
 use crate::retry::Backoff;
 
 /// The activation disappeared before running the call; route it again.
@@ -593,11 +594,7 @@ impl Runtime {
             owner: owner.to_owned(),
         };
         match self.proposer.propose(cmd, background()).await {
-            Ok(CommandResult::Session(SessionResult::Opened { session })) => Ok(session),
-            Ok(CommandResult::Invalid(why)) => Err(CallFailure::Unavailable(why)),
-            Ok(other) => Err(CallFailure::Unavailable(format!(
-                "unexpected session result {other:?}"
-            ))),
+            Ok(NewSession { session }) => Ok(session),
             Err(e) => Err(CallFailure::Unavailable(e.to_string())),
         }
     }
@@ -835,14 +832,9 @@ impl Runtime {
             preferred,
         };
         match self.proposer.propose(cmd, deadline).await {
-            Ok(CommandResult::Activate(ActivateResult::Placed { placement, .. })) => {
-                Ok(placement.node)
-            }
-            Ok(CommandResult::Activate(ActivateResult::NodeUnavailable { node })) => Err(
-                CallFailure::Unavailable(format!("node {node} is not alive in the directory")),
-            ),
-            Ok(other) => Err(CallFailure::Unavailable(format!(
-                "unexpected activation result {other:?}"
+            Ok(ActivateResult::Placed { placement, .. }) => Ok(placement.node),
+            Ok(ActivateResult::NodeUnavailable { node }) => Err(CallFailure::Unavailable(format!(
+                "node {node} is not alive in the directory"
             ))),
             Err(e) => Err(unavailable(&e)),
         }
@@ -943,7 +935,10 @@ impl Runtime {
                     actor: id.clone(),
                     epoch: p.epoch,
                 };
-                let _ = self.proposer.propose(release, deadline).await;
+                let _ = self
+                    .proposer
+                    .propose::<ReleaseResult>(release, deadline)
+                    .await;
             }
             Some(p) => return Err(CallFailure::NotOwner(Some(p.node))),
             None => {}
@@ -975,18 +970,15 @@ impl Runtime {
             preferred,
         };
         match self.proposer.propose(cmd, deadline).await {
-            Ok(CommandResult::Activate(ActivateResult::Placed { placement: p, .. })) => {
+            Ok(ActivateResult::Placed { placement: p, .. }) => {
                 if self.owned_here(&p) {
                     Ok(p.epoch)
                 } else {
                     Err(CallFailure::NotOwner(Some(p.node)))
                 }
             }
-            Ok(CommandResult::Activate(ActivateResult::NodeUnavailable { node })) => Err(
-                CallFailure::Unavailable(format!("node {node} is not alive in the directory")),
-            ),
-            Ok(other) => Err(CallFailure::Unavailable(format!(
-                "unexpected activation result {other:?}"
+            Ok(ActivateResult::NodeUnavailable { node }) => Err(CallFailure::Unavailable(format!(
+                "node {node} is not alive in the directory"
             ))),
             Err(e) => Err(CallFailure::Unavailable(e.to_string())),
         }
@@ -1096,8 +1088,11 @@ impl Runtime {
             actor_types,
         };
         match self.proposer.propose(cmd, background()).await {
-            Ok(CommandResult::Register(raft_store::RegisterResult::Registered)) => Ok(()),
-            Ok(other) => Err(RegisterError::Refused(format!("{other:?}"))),
+            Ok(RegisterResult::Registered) => Ok(()),
+            Ok(RegisterResult::StaleIncarnation { current }) => Err(RegisterError::Refused(
+                format!("the directory knows incarnation {current} of this node"),
+            )),
+            Err(ProposeError::Invalid(why)) => Err(RegisterError::Refused(why)),
             Err(e) => Err(RegisterError::Transient(e.to_string())),
         }
     }
@@ -1189,10 +1184,8 @@ pub(crate) async fn session_clock(rt: Weak<Runtime>) {
                 .min(u64::MAX as u128) as u64,
         };
         match rt.proposer.propose(cmd, background()).await {
-            Ok(CommandResult::Session(SessionResult::Expired { count })) if count > 0 => {
-                tracing::info!(count, "client sessions expired");
-            }
-            Ok(_) => {}
+            Ok(SessionsExpired { count: 0 }) => {}
+            Ok(SessionsExpired { count }) => tracing::info!(count, "client sessions expired"),
             Err(e) => tracing::debug!(error = %e, "session clock not carried"),
         }
     }

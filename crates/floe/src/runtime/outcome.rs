@@ -1,7 +1,7 @@
 //! What a commit's result means for the caller and for the activation that proposed it. Pure:
 //! the activation applies what [`settle`] decides.
 
-use raft_store::{CommandResult, CommitResult, Outcome};
+use raft_store::{CommitResult, Outcome};
 
 use crate::error::CallFailure;
 use crate::proposer::ProposeError;
@@ -41,38 +41,32 @@ pub(crate) enum Settlement {
 /// Decide what the result of proposing a commit (carrying `outcome` as the call's answer)
 /// means. Every path where the commit may have applied without this node knowing its answer
 /// gives an unknown outcome ([`CallFailure::outcome_known`] is false), never a definite one.
-pub(crate) fn settle(result: Result<CommandResult, ProposeError>, outcome: Outcome) -> Settlement {
+pub(crate) fn settle(result: Result<CommitResult, ProposeError>, outcome: Outcome) -> Settlement {
     match result {
-        Ok(CommandResult::Commit(CommitResult::Committed { version })) => Settlement::Committed {
+        Ok(CommitResult::Committed { version }) => Settlement::Committed {
             version,
             answer: answer(outcome),
         },
         // Its session expired, or its caller had let it go: it may have been applied before,
         // so it is not applied again, and its outcome cannot be told.
-        Ok(CommandResult::Commit(CommitResult::Expired)) => Settlement::Undo(CallFailure::Expired),
-        Ok(CommandResult::Commit(CommitResult::SessionFull)) => {
-            Settlement::Undo(CallFailure::Unavailable(
-                "the caller's session holds too many unacknowledged outcomes; back off".into(),
-            ))
-        }
+        Ok(CommitResult::Expired) => Settlement::Undo(CallFailure::Expired),
+        Ok(CommitResult::SessionFull) => Settlement::Undo(CallFailure::Unavailable(
+            "the caller's session holds too many unacknowledged outcomes; back off".into(),
+        )),
         // Another write of this epoch applied first (a predecessor's commit whose outcome was
         // unknown): ours was not applied, and the memory is behind. Reload; the caller retries.
-        Ok(CommandResult::Commit(CommitResult::Conflict { .. })) => Settlement::Drop {
+        Ok(CommitResult::Conflict { .. }) => Settlement::Drop {
             failure: CallFailure::Unavailable("a concurrent write applied first; retry".into()),
             fenced: false,
         },
-        Ok(CommandResult::Commit(CommitResult::Duplicate {
+        Ok(CommitResult::Duplicate {
             outcome: original, ..
-        })) => Settlement::Reload(answer(original)),
-        Ok(CommandResult::Commit(CommitResult::StaleEpoch { current })) => Settlement::Drop {
+        }) => Settlement::Reload(answer(original)),
+        Ok(CommitResult::StaleEpoch { current }) => Settlement::Drop {
             failure: CallFailure::NotOwner(current.map(|p| p.node)),
             fenced: true,
         },
-        Ok(CommandResult::Invalid(why)) => Settlement::Undo(CallFailure::BadRequest(why)),
-        Ok(other) => Settlement::Drop {
-            failure: CallFailure::Unavailable(format!("unexpected commit result {other:?}")),
-            fenced: false,
-        },
+        Err(ProposeError::Invalid(why)) => Settlement::Undo(CallFailure::BadRequest(why)),
         // Not appended: the state held is not committed; reload on the next call.
         Err(ProposeError::NotLeader(leader)) => Settlement::Drop {
             failure: CallFailure::Unavailable(format!("no leader to commit (leader: {leader:?})")),
@@ -97,12 +91,7 @@ mod tests {
 
     #[test]
     fn a_commit_releases_the_calls_own_answer() {
-        let s = settle(
-            Ok(CommandResult::Commit(CommitResult::Committed {
-                version: 4,
-            })),
-            reply(),
-        );
+        let s = settle(Ok(CommitResult::Committed { version: 4 }), reply());
         assert_eq!(
             s,
             Settlement::Committed {
@@ -114,12 +103,7 @@ mod tests {
             error: vec![1],
             display: "no".into(),
         };
-        let s = settle(
-            Ok(CommandResult::Commit(CommitResult::Committed {
-                version: 5,
-            })),
-            rejected,
-        );
+        let s = settle(Ok(CommitResult::Committed { version: 5 }), rejected);
         assert!(matches!(
             s,
             Settlement::Committed {
@@ -132,10 +116,10 @@ mod tests {
     #[test]
     fn a_duplicate_answers_with_the_original_outcome_not_the_rerun() {
         let s = settle(
-            Ok(CommandResult::Commit(CommitResult::Duplicate {
+            Ok(CommitResult::Duplicate {
                 version: 3,
                 outcome: Outcome::Reply(vec![1]),
-            })),
+            }),
             reply(),
         );
         assert_eq!(s, Settlement::Reload(Ok(vec![1])));
@@ -145,7 +129,7 @@ mod tests {
     fn an_unknown_fate_never_gives_a_definite_answer() {
         for result in [
             Err(ProposeError::Unknown("connection lost".into())),
-            Ok(CommandResult::Commit(CommitResult::Expired)),
+            Ok(CommitResult::Expired),
         ] {
             let failure = match settle(result, reply()) {
                 Settlement::Drop { failure, .. } | Settlement::Undo(failure) => failure,
@@ -164,9 +148,9 @@ mod tests {
         };
         assert_eq!(
             settle(
-                Ok(CommandResult::Commit(CommitResult::StaleEpoch {
+                Ok(CommitResult::StaleEpoch {
                     current: Some(current)
-                })),
+                }),
                 reply()
             ),
             Settlement::Drop {
@@ -175,10 +159,7 @@ mod tests {
             }
         );
         assert!(matches!(
-            settle(
-                Ok(CommandResult::Commit(CommitResult::Conflict { version: 8 })),
-                reply()
-            ),
+            settle(Ok(CommitResult::Conflict { version: 8 }), reply()),
             Settlement::Drop { fenced: false, .. }
         ));
         assert!(matches!(
@@ -190,14 +171,11 @@ mod tests {
     #[test]
     fn refusals_that_applied_nothing_undo_and_keep_the_activation() {
         assert!(matches!(
-            settle(
-                Ok(CommandResult::Commit(CommitResult::SessionFull)),
-                reply()
-            ),
+            settle(Ok(CommitResult::SessionFull), reply()),
             Settlement::Undo(CallFailure::Unavailable(_))
         ));
         assert_eq!(
-            settle(Ok(CommandResult::Invalid("bad".into())), reply()),
+            settle(Err(ProposeError::Invalid("bad".into())), reply()),
             Settlement::Undo(CallFailure::BadRequest("bad".into()))
         );
     }
