@@ -19,11 +19,11 @@ struct Account {
 }
 
 #[derive(Message, Serialize, Deserialize)]
-#[message(reply = u64)]
+#[message(name = "bank.Deposit", reply = u64)]
 struct Deposit(u64);
 
 #[derive(Message, Serialize, Deserialize)]
-#[message(reply = u64)]
+#[message(name = "bank.Balance", reply = u64)]
 struct Balance;
 
 impl Handler<Deposit> for Account {

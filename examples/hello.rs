@@ -14,15 +14,15 @@ struct Account {
 }
 
 #[derive(Message, Serialize, Deserialize)]
-#[message(reply = u64)]
+#[message(name = "bank.Deposit", reply = u64)]
 struct Deposit(u64);
 
 #[derive(Message, Serialize, Deserialize)]
-#[message(reply = u64)]
+#[message(name = "bank.Withdraw", reply = u64)]
 struct Withdraw(u64);
 
 #[derive(Message, Serialize, Deserialize)]
-#[message(reply = u64)]
+#[message(name = "bank.Balance", reply = u64)]
 struct Balance;
 
 #[derive(Debug, Serialize, Deserialize, thiserror::Error)]

@@ -16,11 +16,11 @@ struct Account {
 }
 
 #[derive(Message, Serialize, Deserialize)]
-#[message(reply = i64)]
+#[message(name = "bank.Credit", reply = i64)]
 struct Credit(i64);
 
 #[derive(Message, Serialize, Deserialize)]
-#[message(reply = i64)]
+#[message(name = "bank.Debit", reply = i64)]
 struct Debit(i64);
 
 #[derive(Debug, Serialize, Deserialize, thiserror::Error)]
@@ -56,7 +56,7 @@ impl Handler<Debit> for Account {
 struct Teller;
 
 #[derive(Message, Serialize, Deserialize)]
-#[message(reply = u64)]
+#[message(name = "bank.Transfer", reply = u64)]
 struct Transfer {
     from: String,
     to: String,

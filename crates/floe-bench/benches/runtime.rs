@@ -49,7 +49,7 @@ struct Counter {
 }
 
 #[derive(Message, Serialize, Deserialize)]
-#[message(reply = u64)]
+#[message(name = "bench.Add", reply = u64)]
 struct Add(u64);
 
 impl Handler<Add> for Counter {

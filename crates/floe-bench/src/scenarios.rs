@@ -294,7 +294,7 @@ async fn via_gateway(
         CallReply {
             payload, owner: o, ..
         } if o == owner => {
-            let got: u64 = floe_proto::codec::decode_body(&payload).map_err(err)?;
+            let got: u64 = floe::codec::decode_body(&payload).map_err(err)?;
             if got == n {
                 Ok(())
             } else {

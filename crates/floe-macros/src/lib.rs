@@ -11,10 +11,12 @@ use syn::{DeriveInput, LitStr, Path, Type, parse_macro_input, spanned::Spanned};
 ///
 /// ```ignore
 /// #[derive(Message, Serialize, Deserialize)]
-/// #[message(reply = u64)]            // default reply: ()
-/// #[message(name = "bank.Deposit")]  // default: the type's name
+/// #[message(name = "bank.Deposit", reply = u64)]  // reply: () when not given
 /// struct Deposit(u64);
 /// ```
+///
+/// `name` is required: it is the message's identity on the wire, so renaming the Rust type does
+/// not change it.
 #[proc_macro_derive(Message, attributes(message))]
 pub fn derive_message(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
@@ -26,13 +28,15 @@ pub fn derive_message(input: TokenStream) -> TokenStream {
 
 fn message(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
     let ident = &input.ident;
-    let mut name = LitStr::new(&ident.to_string(), ident.span());
+    let mut name: Option<LitStr> = None;
     let mut reply: Type = syn::parse_quote!(());
     for attr in input.attrs.iter().filter(|a| a.path().is_ident("message")) {
         attr.parse_nested_meta(|meta| {
             if meta.path.is_ident("name") {
-                name = meta.value()?.parse()?;
-                check_name(&name)
+                let n: LitStr = meta.value()?.parse()?;
+                check_name(&n)?;
+                name = Some(n);
+                Ok(())
             } else if meta.path.is_ident("reply") {
                 reply = meta.value()?.parse()?;
                 Ok(())
@@ -43,6 +47,12 @@ fn message(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
             }
         })?;
     }
+    let Some(name) = name else {
+        return Err(syn::Error::new(
+            ident.span(),
+            "a message needs a stable wire name, which a rename of the type does not change: #[message(name = \"app.Deposit\")]",
+        ));
+    };
     let (imp, ty, wh) = input.generics.split_for_impl();
     Ok(quote! {
         impl #imp ::floe::Message for #ident #ty #wh {
@@ -71,8 +81,12 @@ fn check_name(name: &LitStr) -> syn::Result<()> {
 /// struct Account { balance: u64 }
 /// ```
 ///
+/// * `name = "..."` (required): the stable type name, part of every actor id and of the stored
+///   state's key, so renaming the Rust type keeps the state.
 /// * `handles(M, ...)`: every message the actor answers; each needs `impl Handler<M>`.
-/// * `name = "..."`: the stable type name (default: the type's name).
+/// * `version = N`: the version of the state's schema (default 1); states are stored with it.
+/// * `migrate = path`: `fn(floe::StoredState<'_>) -> Result<Self, floe::StateError>`, which
+///   reads a state stored at an older version (requires `version` of 2 or more).
 /// * `stateless`: no durable state (no serde bounds; nothing is ever committed).
 /// * `lifecycle`: you implement `floe::Lifecycle` yourself (activate/deactivate hooks).
 #[proc_macro_derive(Actor, attributes(actor))]
@@ -92,7 +106,9 @@ fn actor(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
             "actors cannot be generic: each actor type needs one stable name",
         ));
     }
-    let mut name = LitStr::new(&ident.to_string(), ident.span());
+    let mut name: Option<LitStr> = None;
+    let mut version: Option<syn::LitInt> = None;
+    let mut migrate: Option<Path> = None;
     let mut handles: Vec<Path> = Vec::new();
     let mut stateless = false;
     let mut lifecycle = false;
@@ -100,8 +116,20 @@ fn actor(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
     for attr in input.attrs.iter().filter(|a| a.path().is_ident("actor")) {
         attr.parse_nested_meta(|meta| {
             if meta.path.is_ident("name") {
-                name = meta.value()?.parse()?;
-                check_name(&name)
+                let n: LitStr = meta.value()?.parse()?;
+                check_name(&n)?;
+                name = Some(n);
+                Ok(())
+            } else if meta.path.is_ident("version") {
+                let v: syn::LitInt = meta.value()?.parse()?;
+                if v.base10_parse::<u32>()? == 0 {
+                    return Err(syn::Error::new(v.span(), "state versions start at 1"));
+                }
+                version = Some(v);
+                Ok(())
+            } else if meta.path.is_ident("migrate") {
+                migrate = Some(meta.value()?.parse()?);
+                Ok(())
             } else if meta.path.is_ident("handles") {
                 seen_handles = true;
                 meta.parse_nested_meta(|m| {
@@ -116,11 +144,39 @@ fn actor(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
                 Ok(())
             } else {
                 Err(meta.error(
-                    "unknown `actor` attribute: expected `name = \"...\"`, `handles(...)`, `stateless` or `lifecycle`",
+                    "unknown `actor` attribute: expected `name = \"...\"`, `handles(...)`, `version = N`, `migrate = path`, `stateless` or `lifecycle`",
                 ))
             }
         })?;
     }
+    let Some(name) = name else {
+        return Err(syn::Error::new(
+            ident.span(),
+            "an actor needs a stable type name, which a rename of the type does not change: #[actor(name = \"app.Account\", ...)]",
+        ));
+    };
+    let version_value = match &version {
+        Some(v) => v.base10_parse::<u32>()?,
+        None => 1,
+    };
+    if stateless && (version.is_some() || migrate.is_some()) {
+        return Err(syn::Error::new(
+            Span::call_site(),
+            "a stateless actor has no stored state to version or migrate",
+        ));
+    }
+    if let Some(m) = &migrate
+        && version_value < 2
+    {
+        return Err(syn::Error::new(
+            m.span(),
+            "`migrate` reads states of older versions: give the current one, `version = 2` or more",
+        ));
+    }
+    let migrate = match &migrate {
+        Some(m) => quote!(::std::option::Option::Some(#m as ::floe::codec::Migrate<Self>)),
+        None => quote!(::std::option::Option::None),
+    };
     if !seen_handles {
         return Err(syn::Error::new(
             Span::call_site(),
@@ -149,10 +205,10 @@ fn actor(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
     } else {
         quote! {
             fn create(_key: &str, state: ::std::option::Option<&[u8]>) -> ::std::result::Result<Self, ::floe::StateError> {
-                ::floe::__private::decode_state::<Self>(state)
+                ::floe::__private::decode_state::<Self>(state, #version_value, #migrate)
             }
             fn save(&self) -> ::std::result::Result<::std::option::Option<::std::vec::Vec<u8>>, ::floe::StateError> {
-                ::floe::__private::encode_state(self).map(::std::option::Option::Some)
+                ::floe::__private::encode_state(#version_value, self).map(::std::option::Option::Some)
             }
         }
     };

@@ -8,6 +8,7 @@ use floe_proto::NodeId;
 use floe_proto::{ActorId, RequestId};
 use futures::future::BoxFuture;
 
+use crate::app_data::AppData;
 use crate::error::CallFailure;
 
 /// One call as the runtime sees it.
@@ -33,6 +34,8 @@ pub(crate) trait Caller: Send + Sync {
     fn node_id(&self) -> NodeId;
     /// The deadline of a call that sets none.
     fn call_timeout(&self) -> Duration;
+    /// What the application shares with its actors.
+    fn app_data(&self) -> &AppData;
     /// Run `call` wherever its actor lives; the reply and the node that answered.
     fn call_raw(
         self: Arc<Self>,

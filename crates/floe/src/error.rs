@@ -88,3 +88,8 @@ impl<E> CallError<E> {
         }
     }
 }
+
+/// The durable state of an actor could not be encoded or decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("actor state: {0}")]
+pub struct StateError(pub String);

@@ -21,11 +21,11 @@
 //! struct Counter { value: u64 }
 //!
 //! #[derive(Message, Serialize, Deserialize)]
-//! #[message(reply = u64)]
+//! #[message(name = "demo.Add", reply = u64)]
 //! struct Add(u64);
 //!
 //! #[derive(Message, Serialize, Deserialize)]
-//! #[message(reply = u64)]
+//! #[message(name = "demo.Get", reply = u64)]
 //! struct Get;
 //!
 //! impl Handler<Add> for Counter {
@@ -62,9 +62,11 @@ extern crate self as floe;
 // The actor API: what actor implementations and callers need. No storage, no Raft.
 #[cfg_attr(not(feature = "server"), allow(dead_code, unused_imports))]
 mod actor;
+mod app_data;
 pub mod builtin;
 #[cfg_attr(not(feature = "server"), allow(dead_code))]
 mod call;
+pub mod codec;
 mod error;
 pub mod retry;
 pub mod session;
@@ -99,6 +101,8 @@ pub use actor::{
     Actor, ActorError, ActorRef, Context, DispatchError, Handler, Lifecycle, Message, Never,
     StateError,
 };
+pub use app_data::{AppData, MissingAppData};
+pub use codec::StoredState;
 pub use error::{CallError, CallFailure};
 pub use floe_macros::{Actor, Message};
 pub use floe_proto::{ActorId, NodeId, NodeRecord, Outcome, RequestId};
@@ -129,7 +133,7 @@ pub mod prelude {
 /// Support for the derive macros; not a public API.
 #[doc(hidden)]
 pub mod __private {
-    use crate::{Actor, Context, DispatchError, Handler, Message, StateError};
+    use crate::{Actor, Context, DispatchError, Handler, Message, StateError, codec};
 
     pub use futures::future::BoxFuture;
 
@@ -143,32 +147,41 @@ pub mod __private {
         A: Handler<M>,
         M: Message,
     {
-        let msg: M = floe_proto::codec::decode_body(payload)
+        let msg: M = codec::decode_body(payload)
             .map_err(|e| DispatchError::BadPayload(format!("{}: {e}", M::NAME)))?;
         match actor.handle(msg, ctx).await {
-            Ok(reply) => floe_proto::codec::encode_body(&reply)
-                .map_err(|e| DispatchError::EncodeReply(e.to_string())),
+            Ok(reply) => {
+                codec::encode_body(&reply).map_err(|e| DispatchError::EncodeReply(e.to_string()))
+            }
             Err(e) => Err(DispatchError::Rejected {
                 display: e.to_string(),
-                error: floe_proto::codec::encode_body(&e)
+                error: codec::encode_body(&e)
                     .map_err(|e| DispatchError::EncodeReply(e.to_string()))?,
             }),
         }
     }
 
-    /// Decode an actor's committed state (`None`: never written → `Default`).
-    pub fn decode_state<A>(state: Option<&[u8]>) -> Result<A, StateError>
+    /// Build an actor from its committed state (`None`: never written → `Default`), stored at
+    /// `version` or, through `migrate`, an older one.
+    pub fn decode_state<A>(
+        state: Option<&[u8]>,
+        version: u32,
+        migrate: Option<codec::Migrate<A>>,
+    ) -> Result<A, StateError>
     where
         A: Actor + serde::de::DeserializeOwned + Default,
     {
         match state {
             None => Ok(A::default()),
-            Some(b) => floe_proto::codec::decode_body(b).map_err(|e| StateError(e.to_string())),
+            Some(b) => codec::decode_state(b, version, migrate),
         }
     }
 
-    /// Encode an actor's state.
-    pub fn encode_state<A: serde::Serialize>(actor: &A) -> Result<Vec<u8>, StateError> {
-        floe_proto::codec::encode_body(actor).map_err(|e| StateError(e.to_string()))
+    /// Encode an actor's state as `version`.
+    pub fn encode_state<A: serde::Serialize>(
+        version: u32,
+        actor: &A,
+    ) -> Result<Vec<u8>, StateError> {
+        codec::encode_state(version, actor)
     }
 }

@@ -22,6 +22,7 @@ use floe_net::{Role, Transport};
 
 use crate::actor::Actor;
 use crate::actor::ActorRef;
+use crate::app_data::AppData;
 use crate::call::Caller;
 use crate::cluster::{ClusterConfig, ClusterView};
 use crate::config::{ConfigError, RuntimeConfig};
@@ -73,6 +74,7 @@ pub struct NodeBuilder {
     runtime: RuntimeConfig,
     store: StoreConfig,
     registry: HashMap<&'static str, Arc<dyn Factory>>,
+    app_data: AppData,
     duplicate: Option<&'static str>,
     cluster: Option<ClusterConfig>,
 }
@@ -97,6 +99,21 @@ impl NodeBuilder {
     /// Where the node keeps its Raft log, state machine and incarnation (required).
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// Share `value` with every actor on this node: a handler or hook reads it with
+    /// [`crate::Context::app_data`]. One value per type; a later one of the same type replaces
+    /// the earlier.
+    pub fn app_data<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.app_data = self.app_data.with(value);
+        self
+    }
+
+    /// Like [`Self::app_data`], for a value the application keeps a handle to as well; actors
+    /// read it as `T`.
+    pub fn app_data_arc<T: Send + Sync + 'static>(mut self, value: Arc<T>) -> Self {
+        self.app_data = self.app_data.with_arc(value);
         self
     }
 
@@ -268,6 +285,7 @@ impl NodeBuilder {
             raft.clone(),
             view,
             self.registry,
+            self.app_data,
             self.runtime,
             link,
         );
@@ -413,6 +431,7 @@ impl Node {
             runtime: RuntimeConfig::default(),
             store: StoreConfig::default(),
             registry: HashMap::new(),
+            app_data: AppData::new(),
             duplicate: None,
             cluster: None,
         }

@@ -29,7 +29,7 @@ pub fn from_wire(e: WireError) -> CallFailure {
 
 /// Encode a message for a call; an unencodable message is a bad request.
 pub fn encode_message<M: serde::Serialize>(name: &str, msg: &M) -> Result<Vec<u8>, CallFailure> {
-    floe_proto::codec::encode_body(msg)
+    crate::codec::encode_body(msg)
         .map_err(|e| CallFailure::BadRequest(format!("encoding {name}: {e}")))
 }
 
@@ -41,17 +41,15 @@ where
     E: serde::de::DeserializeOwned,
 {
     match raw {
-        Ok(bytes) => floe_proto::codec::decode_body(&bytes).map_err(|e| {
+        Ok(bytes) => crate::codec::decode_body(&bytes).map_err(|e| {
             CallError::Failed(CallFailure::BadRequest(format!("decoding the reply: {e}")))
         }),
-        Err(CallFailure::Rejected { error, display }) => {
-            match floe_proto::codec::decode_body(&error) {
-                Ok(e) => Err(CallError::Rejected(e)),
-                Err(_) => Err(CallError::Failed(CallFailure::BadRequest(format!(
-                    "undecodable handler error: {display}"
-                )))),
-            }
-        }
+        Err(CallFailure::Rejected { error, display }) => match crate::codec::decode_body(&error) {
+            Ok(e) => Err(CallError::Rejected(e)),
+            Err(_) => Err(CallError::Failed(CallFailure::BadRequest(format!(
+                "undecodable handler error: {display}"
+            )))),
+        },
         Err(other) => Err(CallError::Failed(other)),
     }
 }

@@ -9,8 +9,8 @@ use std::path::Path;
 /// Bottom to top. A module may use the modules of earlier lines only.
 const LAYERS: &[&[&str]] = &[
     // Errors, settings, pure decisions with no runtime.
-    &["error", "incarnation", "placement", "retry"],
-    &["session", "metrics"],
+    &["error", "incarnation", "placement", "retry", "app_data"],
+    &["session", "metrics", "codec"],
     &["config"],
     // One call: `RawCall` and the `Caller` the actor API holds.
     &["call"],

@@ -17,11 +17,11 @@ pub struct Counter {
 }
 
 #[derive(Message, Serialize, Deserialize)]
-#[message(reply = u64)]
+#[message(name = "test.Add", reply = u64)]
 pub struct Add(pub u64);
 
 #[derive(Message, Serialize, Deserialize)]
-#[message(reply = u64)]
+#[message(name = "test.Get", reply = u64)]
 pub struct Get;
 
 impl Handler<Add> for Counter {
@@ -45,7 +45,7 @@ impl Handler<Get> for Counter {
 pub struct Relay;
 
 #[derive(Message, Serialize, Deserialize)]
-#[message(reply = (u64, u64))]
+#[message(name = "test.Forward", reply = (u64, u64))]
 pub struct Forward {
     pub to: String,
     pub n: u64,
@@ -136,11 +136,11 @@ pub struct Account {
 }
 
 #[derive(Message, Serialize, Deserialize)]
-#[message(reply = i64)]
+#[message(name = "test.Credit", reply = i64)]
 pub struct Credit(pub i64);
 
 #[derive(Message, Serialize, Deserialize)]
-#[message(reply = i64)]
+#[message(name = "test.Debit", reply = i64)]
 pub struct Debit(pub i64);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -178,7 +178,7 @@ pub struct Slow {
 }
 
 #[derive(Message, Serialize, Deserialize)]
-#[message(reply = u64)]
+#[message(name = "test.SlowAdd", reply = u64)]
 pub struct SlowAdd {
     pub n: u64,
     pub delay_ms: u64,
@@ -203,7 +203,7 @@ pub struct Blob {
 
 /// Make the state `len` bytes of `byte`; answers the new length.
 #[derive(Message, Serialize, Deserialize)]
-#[message(reply = usize)]
+#[message(name = "test.Fill", reply = usize)]
 pub struct Fill {
     pub len: usize,
     pub byte: u8,
@@ -211,7 +211,7 @@ pub struct Fill {
 
 /// The state's length and first byte.
 #[derive(Message, Serialize, Deserialize)]
-#[message(reply = (usize, Option<u8>))]
+#[message(name = "test.Size", reply = (usize, Option<u8>))]
 pub struct Size;
 
 impl Handler<Fill> for Blob {
@@ -239,7 +239,7 @@ impl Handler<Size> for Blob {
 pub struct WhoAmI;
 
 #[derive(Message, Serialize, Deserialize)]
-#[message(reply = (u64, u64))]
+#[message(name = "test.Who", reply = (u64, u64))]
 pub struct Who;
 
 impl Handler<Who> for WhoAmI {

@@ -10,6 +10,7 @@ use floe_proto::NodeId;
 use floe_proto::{ActorId, RequestId};
 
 use super::{Actor, Handler, Message};
+use crate::app_data::MissingAppData;
 use crate::call::{Caller, RawCall};
 use crate::error::{CallError, CallFailure};
 
@@ -68,6 +69,17 @@ impl<A> Context<A> {
     /// The node this activation runs on.
     pub fn node(&self) -> NodeId {
         self.rt.node_id()
+    }
+
+    /// The value of type `T` the application shared with the node
+    /// ([`crate::NodeBuilder::app_data`]): a pool, a client, settings. Hold it in a field marked
+    /// `#[serde(skip)]`, set in [`crate::Lifecycle::on_activate`], or ask for it per call.
+    ///
+    /// # Errors
+    /// [`MissingAppData`] when the node was given none of that type; it converts into
+    /// [`crate::ActorError`], so `on_activate` can use `?`.
+    pub fn app_data<T: Send + Sync + 'static>(&self) -> Result<Arc<T>, MissingAppData> {
+        self.rt.app_data().get::<T>()
     }
 
     /// Time left before the current call's deadline.

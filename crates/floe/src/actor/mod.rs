@@ -12,7 +12,9 @@ pub(crate) use context::Nested;
 pub use context::{ActorRef, Context};
 
 /// A message an actor can receive, with the type of its reply. Derive it with
-/// `#[derive(Message)]` and `#[message(reply = T)]`.
+/// `#[derive(Message)]` and `#[message(name = "app.Deposit", reply = T)]`; the name, not the Rust
+/// type's, is what the wire carries. Bodies are MessagePack with field names
+/// ([`crate::codec`]), so a field added with a default or removed reads across versions.
 pub trait Message: Serialize + DeserializeOwned + Send + 'static {
     /// What the handler returns on success.
     type Reply: Serialize + DeserializeOwned + Send + 'static;
@@ -49,6 +51,12 @@ impl ActorError {
     }
 }
 
+impl From<crate::app_data::MissingAppData> for ActorError {
+    fn from(e: crate::app_data::MissingAppData) -> Self {
+        Self(e.to_string())
+    }
+}
+
 /// Lifecycle hooks. `#[derive(Actor)]` implements this with no-op hooks unless you write
 /// `#[actor(lifecycle)]` and implement it yourself.
 pub trait Lifecycle: Sized + Send + 'static {
@@ -70,10 +78,7 @@ pub trait Lifecycle: Sized + Send + 'static {
     }
 }
 
-/// The durable state of an actor could not be encoded or decoded.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("actor state: {0}")]
-pub struct StateError(pub String);
+pub use crate::error::StateError;
 
 /// Why a message could not be handled by the generated dispatcher.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -98,7 +103,8 @@ pub enum DispatchError {
 }
 
 /// An actor type. Derive it with `#[derive(Actor)]`: the derive generates the name, the state
-/// codec and the dispatcher from `#[actor(handles(...))]`.
+/// codec (versioned: `#[actor(version = N, migrate = f)]`, see [`crate::codec`]) and the
+/// dispatcher from `#[actor(name = "...", handles(...))]`.
 pub trait Actor: Lifecycle {
     /// Stable type name; part of every actor id and of the wire protocol.
     const NAME: &'static str;

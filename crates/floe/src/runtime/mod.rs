@@ -32,6 +32,7 @@ use tokio::sync::{OnceCell, Semaphore};
 
 use crate::actor::Context;
 use crate::actor::{Actor, DispatchError};
+use crate::app_data::AppData;
 use crate::call::{Caller, RawCall};
 use crate::config::RuntimeConfig;
 use crate::error::CallFailure;
@@ -512,6 +513,7 @@ pub(crate) struct Runtime {
     pub(crate) raft: Raft,
     pub(crate) view: StateView,
     pub(crate) registry: HashMap<&'static str, Arc<dyn Factory>>,
+    app_data: AppData,
     pub(crate) config: RuntimeConfig,
     pub(crate) proposer: Proposer,
     pub(crate) metrics: crate::metrics::Metrics,
@@ -542,6 +544,7 @@ impl Runtime {
         raft: Raft,
         view: StateView,
         registry: HashMap<&'static str, Arc<dyn Factory>>,
+        app_data: AppData,
         config: RuntimeConfig,
         link: Option<crate::link::Link>,
     ) -> Arc<Self> {
@@ -560,6 +563,7 @@ impl Runtime {
             raft,
             view,
             registry,
+            app_data,
             config,
             proposer,
             metrics: crate::metrics::Metrics::new(),
@@ -1198,6 +1202,10 @@ impl Caller for Runtime {
 
     fn call_timeout(&self) -> Duration {
         self.config.call_timeout
+    }
+
+    fn app_data(&self) -> &AppData {
+        &self.app_data
     }
 
     fn call_raw(

@@ -2,16 +2,17 @@ use floe::prelude::*;
 use serde::{Deserialize, Serialize};
 
 #[derive(Message, Serialize, Deserialize)]
+#[message(name = "t.Ping")]
 struct Ping;
 
 #[derive(Actor, Default, Serialize, Deserialize)]
-#[actor(handles(Ping))]
+#[actor(name = "t.Generic", handles(Ping))]
 struct Generic<T> {
     t: T,
 }
 
 #[derive(Actor, Default, Serialize, Deserialize)]
-#[actor(handles(Ping, Ping))]
+#[actor(name = "t.Twice", handles(Ping, Ping))]
 struct Twice;
 
 #[derive(Actor, Default, Serialize, Deserialize)]

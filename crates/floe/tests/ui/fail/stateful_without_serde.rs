@@ -2,11 +2,12 @@ use floe::prelude::*;
 use serde::{Deserialize, Serialize};
 
 #[derive(Message, Serialize, Deserialize)]
+#[message(name = "t.Ping")]
 struct Ping;
 
 /// Durable state must be serializable; mark it `stateless` otherwise.
 #[derive(Actor, Default)]
-#[actor(handles(Ping))]
+#[actor(name = "t.Forgetful", handles(Ping))]
 struct Forgetful {
     seen: u32,
 }

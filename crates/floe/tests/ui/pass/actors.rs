@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 struct AddItem(String);
 
 #[derive(Message, Serialize, Deserialize)]
+#[message(name = "shop.Clear")]
 struct Clear;
 
 #[derive(Actor, Default, Serialize, Deserialize)]
@@ -32,7 +33,7 @@ impl Handler<Clear> for Cart {
 
 /// Stateless, with its own lifecycle hooks.
 #[derive(Actor, Default)]
-#[actor(stateless, lifecycle, handles(Clear))]
+#[actor(name = "shop.Greeter", stateless, lifecycle, handles(Clear))]
 struct Greeter;
 
 impl Lifecycle for Greeter {
@@ -48,10 +49,48 @@ impl Handler<Clear> for Greeter {
     }
 }
 
+/// The cart's state before `items` held prices.
+#[derive(Deserialize)]
+struct CartV1 {
+    items: Vec<String>,
+}
+
+/// Version 2 of the state, read from version 1 by `upgrade`.
+#[derive(Actor, Default, Serialize, Deserialize)]
+#[actor(name = "shop.PricedCart", version = 2, migrate = PricedCart::upgrade, handles(Clear))]
+struct PricedCart {
+    items: Vec<(String, u64)>,
+}
+
+impl PricedCart {
+    fn upgrade(old: floe::StoredState<'_>) -> Result<Self, floe::StateError> {
+        let v1: CartV1 = old.decode()?;
+        Ok(Self {
+            items: v1.items.into_iter().map(|i| (i, 0)).collect(),
+        })
+    }
+}
+
+impl Handler<Clear> for PricedCart {
+    type Error = Never;
+    async fn handle(&mut self, _: Clear, _ctx: &mut Context<Self>) -> Result<(), Never> {
+        self.items.clear();
+        Ok(())
+    }
+}
+
 fn main() {
     assert_eq!(<Cart as floe::Actor>::NAME, "shop.Cart");
-    assert_eq!(<Greeter as floe::Actor>::NAME, "Greeter");
+    assert_eq!(<Greeter as floe::Actor>::NAME, "shop.Greeter");
     assert_eq!(<AddItem as floe::Message>::NAME, "shop.AddItem");
-    assert_eq!(<Clear as floe::Message>::NAME, "Clear");
-    assert_eq!(<Cart as floe::Actor>::MESSAGES, &["shop.AddItem", "Clear"]);
+    assert_eq!(<Clear as floe::Message>::NAME, "shop.Clear");
+    assert_eq!(<Cart as floe::Actor>::MESSAGES, &["shop.AddItem", "shop.Clear"]);
+    let v1 = Cart {
+        items: vec!["pear".into()],
+    };
+    let stored = floe::codec::encode_state(1, &v1).expect("encode");
+    let v2 = <PricedCart as floe::Actor>::create("k", Some(&stored)).expect("migrated");
+    assert_eq!(v2.items, vec![("pear".to_string(), 0)]);
+    let again = floe::Actor::save(&v2).expect("save").expect("stateful");
+    assert_eq!(floe::StoredState::parse(&again).expect("header").version(), 2);
 }
